@@ -1,0 +1,12 @@
+"""mmswin: Swin Transformer V1/V2 backbones for OpenMMLab 2.0.
+
+Importing the package fills the ``mmswin`` registry scope, so configs only
+need ``custom_imports=dict(imports=['mmswin'], allow_failed_imports=False)``.
+"""
+from .version import __version__
+from . import engine, models  # noqa: F401  (registers modules and hooks)
+from .models import SwinTransformer, SwinTransformerV2
+from .registry import HOOKS, MODELS
+
+__all__ = ['__version__', 'MODELS', 'HOOKS', 'SwinTransformer',
+           'SwinTransformerV2']

@@ -1,0 +1,3 @@
+from .backbones import SwinTransformer, SwinTransformerV2
+
+__all__ = ['SwinTransformer', 'SwinTransformerV2']

@@ -1,0 +1,75 @@
+"""Patch embedding and patch merging."""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch projection (a strided conv) and LayerNorm.
+
+    Inputs whose sides are not multiples of ``patch_size`` are zero-padded at
+    the bottom/right, as the official detection code does.
+
+    Args:
+        in_channels: Image channels.
+        embed_dims: Output channels C.
+        patch_size: Patch side (stride of the conv).
+        patch_norm: Apply LayerNorm after the projection.
+
+    Shape:
+        - x: ``(B, in_channels, H, W)``.
+        - output: ``(B, ceil(H/p), ceil(W/p), C)`` channels-last.
+    """
+
+    def __init__(self, in_channels: int = 3, embed_dims: int = 96,
+                 patch_size: int = 4, patch_norm: bool = True) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, patch_size)
+        self.norm = nn.LayerNorm(embed_dims) if patch_norm else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        pad_h, pad_w = -x.shape[2] % p, -x.shape[3] % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.proj(x).permute(0, 2, 3, 1)
+        return x if self.norm is None else self.norm(x)
+
+
+class PatchMerging(nn.Module):
+    """2x downsampling: concatenate 2x2 neighbours, then reduce 4C -> 2C.
+
+    Neighbours are concatenated in the official order (top-left,
+    bottom-left, top-right, bottom-right). V1 normalises the 4C vector before
+    the reduction; V2 (``norm_after=True``) normalises the 2C result. Odd
+    sides are zero-padded at the bottom/right first.
+
+    Args:
+        dim: Input channels C.
+        norm_after: SwinV2's order (reduction, then LayerNorm over 2C).
+
+    Shape:
+        - x: ``(B, H, W, C)``.
+        - output: ``(B, ceil(H/2), ceil(W/2), 2C)``.
+    """
+
+    def __init__(self, dim: int, norm_after: bool = False) -> None:
+        super().__init__()
+        self.dim = dim
+        self.norm_after = norm_after
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(2 * dim if norm_after else 4 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+            h, w = h + h % 2, w + w % 2
+        # (B, H/2, 2[row], W/2, 2[col], C) -> (B, H/2, W/2, col, row, C):
+        # col-major neighbour order gives TL, BL, TR, BR like the official code.
+        x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5)
+        x = x.reshape(b, h // 2, w // 2, 4 * c)
+        if self.norm_after:
+            return self.norm(self.reduction(x))
+        return self.reduction(self.norm(x))

@@ -1,0 +1,40 @@
+import os.path as osp
+
+from setuptools import find_packages, setup
+
+
+def read_version() -> str:
+    scope: dict = {}
+    with open(osp.join('mmswin', 'version.py')) as f:
+        exec(f.read(), scope)
+    return scope['__version__']
+
+
+setup(
+    name='mmswin',
+    version=read_version(),
+    description='Swin Transformer V1/V2 backbones for mmdet 3.x and '
+    'mmsegmentation 1.x',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    packages=find_packages(include=['mmswin', 'mmswin.*']),
+    python_requires='>=3.8',
+    install_requires=[
+        'torch>=2.1',
+        'mmengine>=0.10.0,<1.0',
+        'mmcv>=2.0.0,<2.2.0',
+        'mmdet>=3.0.0,<3.4.0',
+        'mmsegmentation>=1.0.0,<1.3.0',
+        'numpy<2',
+        'safetensors',
+    ],
+    extras_require={
+        'tests': [
+            'pytest', 'hypothesis', 'transformers', 'ruff', 'pycocotools',
+            'shapely', 'scipy', 'terminaltables', 'prettytable', 'ftfy',
+            'regex', 'matplotlib',
+        ],
+    },
+    license='Apache-2.0',
+    zip_safe=False,
+)

@@ -1,0 +1,151 @@
+"""Training-time behaviour of the V1 backbone: checkpointing, freezing,
+norm_eval, train()/eval() chaining, argument errors."""
+import re
+
+import pytest
+import torch
+from helpers import randomize_
+
+from mmswin.models import SwinTransformer
+
+SMALL = dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8),
+             window_size=4, drop_path_rate=0.)
+
+
+def _loss(outs):
+    return sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum()
+               for o in outs)
+
+
+def test_with_cp_gives_identical_gradients():
+    plain = randomize_(SwinTransformer(**SMALL)).train()
+    ckpt = SwinTransformer(**SMALL, with_cp=True).train()
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 70, 90)
+    _loss(plain(x)).backward()
+    _loss(ckpt(x)).backward()
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters()):
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=1e-5,
+                                   msg=name)
+
+
+@pytest.mark.parametrize('frozen_stages', [0, 1, 2, 3])
+def test_frozen_stages_get_no_gradient_and_stay_unchanged(frozen_stages):
+    model = randomize_(SwinTransformer(**SMALL, frozen_stages=frozen_stages))
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.5)
+    _loss(model(torch.randn(1, 3, 64, 64))).backward()
+    opt.step()
+
+    def frozen(name: str) -> bool:
+        if name.startswith('patch_embed'):
+            return True
+        match = re.match(r'(layers\.|norm)(\d+)', name)
+        return bool(match) and int(match.group(2)) < frozen_stages
+
+    changed = {k for k, v in model.state_dict().items()
+               if not torch.equal(v, before[k])}
+    for name, p in model.named_parameters():
+        assert p.requires_grad is not frozen(name), name
+        assert (name in changed) is not frozen(name), name
+        if frozen(name):
+            assert p.grad is None, name
+    for name, module in model.named_modules():
+        if name and frozen(name + '.'):
+            assert not module.training, name
+
+
+def test_all_stages_frozen_leaves_nothing_trainable():
+    model = SwinTransformer(**SMALL, frozen_stages=4)
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_frozen_modules_stay_in_eval_through_train():
+    model = SwinTransformer(**SMALL, frozen_stages=2)
+    assert model.train() is model  # chains, unlike mmdet's train()
+    assert model.eval() is model
+    model.train()
+    assert not model.patch_embed.training
+    assert not model.layers[1].blocks[0].training
+    assert model.layers[2].training
+
+
+def test_unused_tail_is_frozen_for_ddp():
+    model = SwinTransformer(**SMALL, out_indices=(0, 1))
+    model.train()
+    _loss(model(torch.randn(1, 3, 64, 64))).backward()
+    for name, p in model.named_parameters():
+        # every trainable parameter receives a gradient (DDP-safe)
+        assert (p.grad is not None) is p.requires_grad, name
+    assert not any(p.requires_grad for p in model.layers[2].parameters())
+    assert not any(
+        p.requires_grad for p in model.layers[1].downsample.parameters())
+
+
+def test_norm_eval_keeps_norms_in_eval_mode():
+    model = SwinTransformer(**SMALL, norm_eval=True).train()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert norms and all(not m.training for m in norms)
+    assert model.layers[0].blocks[0].attn.training
+
+
+def test_drop_path_rises_linearly():
+    model = SwinTransformer(**SMALL | dict(drop_path_rate=0.35))
+    rates = [b.drop_path.drop_prob for s in model.layers for b in s.blocks]
+    expected = torch.linspace(0, 0.35, 8).tolist()
+    assert rates == pytest.approx(expected)
+
+
+def test_abs_pos_embed_works_at_other_sizes():
+    model = SwinTransformer(**SMALL, use_abs_pos_embed=True,
+                            pretrain_img_size=64).eval()
+    assert model.absolute_pos_embed.shape == (1, 32, 16, 16)
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 100, 52))
+    assert outs[0].shape == (1, 32, 25, 13)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(embed_dims=30, num_heads=(4, 8, 16, 32)),
+     r'num_heads\[0\]=4 must divide the 30 channels of stage 0'),
+    (dict(depths=(2, 2, 6), num_heads=(3, 6, 12, 24)),
+     'must have the same, non-zero length'),
+    (dict(window_size=0), 'window_size must be a positive int'),
+    (dict(out_indices=(0, 4)), r'out_indices must be an int in \[0, 3\]'),
+    (dict(frozen_stages=5), r'frozen_stages must be an int in \[-1, 4\]'),
+    (dict(frozen_stages=-2), r'frozen_stages must be an int in \[-1, 4\]'),
+    (dict(arch='medium'), r"arch must be one of \('tiny', 'small', 'base', "
+     r"'large'\), got 'medium'"),
+    (dict(attn_impl='flash'), r"attn_impl must be one of \('sdpa', 'math'\)"),
+    (dict(drop_path_rate=1.0), r'drop_path_rate must be in \[0, 1\)'),
+    (dict(strides=(4, 2, 2, 1)), r'strides must be \(patch_size, 2, 2, 2\)'),
+    (dict(act_cfg=dict(type='ReLU')),
+     r"act_cfg\['type'\] must be one of \('GELU',\), got 'ReLU'"),
+])
+def test_bad_arguments_raise_naming_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SwinTransformer(**kwargs)
+
+
+@pytest.mark.parametrize('x, error, message', [
+    (torch.randn(3, 64, 64), ValueError, r'input must be 4-D \(B, C, H, W\)'),
+    (torch.randn(1, 4, 64, 64), ValueError,
+     'input has 4 channels but in_channels=3'),
+    (torch.randn(1, 3, 0, 64), ValueError, 'non-empty batch and spatial'),
+    (torch.zeros(1, 3, 8, 8, dtype=torch.long), TypeError,
+     'input must be a float tensor'),
+])
+def test_bad_inputs_raise(x, error, message):
+    model = SwinTransformer(**SMALL)
+    with pytest.raises(error, match=message):
+        model(x)
+
+
+def test_check_finite_is_opt_in():
+    x = torch.randn(1, 3, 32, 32)
+    x[0, 0, 0, 0] = float('nan')
+    with pytest.raises(ValueError, match='NaN or Inf'):
+        SwinTransformer(**SMALL, check_finite=True)(x)
+    SwinTransformer(**SMALL)(x)  # no check, no sync by default

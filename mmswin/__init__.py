@@ -5,6 +5,7 @@ need ``custom_imports=dict(imports=['mmswin'], allow_failed_imports=False)``.
 """
 from .version import __version__
 from . import engine, models  # noqa: F401  (registers modules and hooks)
+from .checkpoint import safe_globals  # noqa: F401  (resume, weights_only)
 from .models import SwinTransformer, SwinTransformerV2
 from .registry import HOOKS, MODELS
 

@@ -10,9 +10,39 @@ from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import Registry
 
-MODELS = Registry(
+
+class ScopeRegistry(Registry):
+    """A registry that, asked for a name it does not hold, says which names
+    it does hold.
+
+    mmengine answers an unknown ``type='mmswin.SwinTransformr'`` with a
+    generic "not in the registry" message; here the lookup raises a
+    ``KeyError`` listing mmswin's registered names instead. Dotted names
+    (``'mmswin.models.SwinTransformer'``, full import paths) keep mmengine's
+    behaviour, and ``name in registry`` still answers False.
+    """
+
+    def get(self, key: str):
+        """The class registered as ``key`` (searching parents as mmengine
+        does); raises ``KeyError`` listing the registered names if none."""
+        obj = super().get(key)
+        scope, name = self.split_scope_key(key)
+        if obj is None and scope in (None, self.scope) and '.' not in name:
+            raise KeyError(
+                f'{name!r} is not registered in mmswin\'s {self.name} '
+                f'registry; registered: {sorted(self.module_dict)}')
+        return obj
+
+    def __contains__(self, key: str) -> bool:
+        try:
+            return super().get(key) is not None
+        except KeyError:
+            return False
+
+
+MODELS = ScopeRegistry(
     'model', parent=MMENGINE_MODELS, scope='mmswin',
     locations=['mmswin.models'])
-HOOKS = Registry(
+HOOKS = ScopeRegistry(
     'hook', parent=MMENGINE_HOOKS, scope='mmswin',
     locations=['mmswin.engine'])

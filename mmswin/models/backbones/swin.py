@@ -1,4 +1,5 @@
 """Swin Transformer (V1) backbone for dense prediction."""
+import inspect
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -8,10 +9,23 @@ from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ...checkpoint import install_layout_hook
 from ...registry import MODELS
-from ..layers import PatchEmbed, SwinStage
+from ..layers import PatchEmbed, SwinBlock, SwinStage
 from ..layers.attention import ATTN_IMPLS
-from .validation import check_arch, check_choice, check_input, check_range
+from .validation import (
+    check_arch,
+    check_bool,
+    check_cfg_type,
+    check_choice,
+    check_float,
+    check_indices,
+    check_input,
+    check_int,
+    check_kwargs,
+    check_pair,
+    check_per_stage,
+)
 
 ArchSpec = Union[str, Dict[str, Sequence[int]]]
 
@@ -123,10 +137,7 @@ class SwinTransformer(BaseModule):
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
                  **stage_kwargs) -> None:
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('pass either pretrained or init_cfg, not both')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        init_cfg = self._check_init_cfg(pretrained, init_cfg)
         super().__init__(init_cfg=init_cfg)
         arch = check_arch(arch, self.arch_settings, embed_dims, depths,
                           num_heads)
@@ -134,18 +145,24 @@ class SwinTransformer(BaseModule):
         self.depths = tuple(arch['depths'])
         self.num_heads = tuple(arch['num_heads'])
         num_stages = len(self.depths)
-        self.window_sizes = self._per_stage('window_size', window_size,
+        self.window_sizes = check_per_stage('window_size', window_size,
                                             num_stages)
         self._check_args(patch_size, strides, in_channels, mlp_ratio,
                          act_cfg, norm_cfg, attn_impl, drop_rate,
                          attn_drop_rate, drop_path_rate, qk_scale)
-        self.out_indices = tuple(
-            check_range('out_indices', i, 0, num_stages - 1)
-            for i in out_indices)
-        if not self.out_indices:
-            raise ValueError('out_indices must name at least one stage')
-        self.frozen_stages = check_range('frozen_stages', frozen_stages, -1,
+        for name, flag in (('qkv_bias', qkv_bias), ('patch_norm', patch_norm),
+                           ('use_abs_pos_embed', use_abs_pos_embed),
+                           ('with_cp', with_cp), ('norm_eval', norm_eval),
+                           ('check_finite', check_finite),
+                           ('convert_weights', convert_weights)):
+            check_bool(name, flag)
+        pretrain_img_size = check_pair('pretrain_img_size', pretrain_img_size)
+        check_kwargs(type(self).__name__, stage_kwargs,
+                     self._accepted_kwargs())
+        self.out_indices = check_indices('out_indices', out_indices,
                                          num_stages)
+        self.frozen_stages = check_int('frozen_stages', frozen_stages, -1,
+                                       num_stages)
         self.in_channels = in_channels
         self.patch_size = patch_size
         self.norm_eval = norm_eval
@@ -157,9 +174,7 @@ class SwinTransformer(BaseModule):
                                       patch_size, patch_norm)
         self.use_abs_pos_embed = use_abs_pos_embed
         if use_abs_pos_embed:
-            size = pretrain_img_size
-            size = (size, size) if isinstance(size, int) else tuple(size)
-            grid = [-(-s // patch_size) for s in size]
+            grid = [-(-s // patch_size) for s in pretrain_img_size]
             self.absolute_pos_embed = nn.Parameter(
                 torch.zeros(1, self.embed_dims, *grid))
         self.pos_drop = nn.Dropout(drop_rate)
@@ -182,6 +197,9 @@ class SwinTransformer(BaseModule):
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.LayerNorm(self.num_features[i]))
         self._freeze()
+        # Any state dict loaded into the backbone (load_from, tools/test.py)
+        # converts foreign Swin layouts on the way in.
+        install_layout_hook(self)
 
     # -- construction helpers -------------------------------------------------
     def _stage_options(self, stage: int) -> dict:
@@ -189,43 +207,79 @@ class SwinTransformer(BaseModule):
         return {}
 
     def _per_stage(self, name: str, value, num_stages: int) -> Tuple[int]:
-        values = (value, ) * num_stages if isinstance(value, int) else tuple(
-            value)
-        if len(values) != num_stages:
-            raise ValueError(f'{name} must be an int or one value per stage '
-                             f'({num_stages}), got {value!r}')
-        return values
+        """One int >= 0 for all stages or one per stage, as a tuple."""
+        return check_per_stage(name, value, num_stages, low=0)
+
+    # Stage and block options that the backbone itself sets.
+    _SET_BY_BACKBONE = frozenset((
+        'self', 'dim', 'depth', 'num_heads', 'window_size', 'shift_size',
+        'drop_path', 'downsample', 'with_cp', 'mlp_ratio', 'qkv_bias', 'drop',
+        'attn_drop', 'attn_impl'))
+
+    def _accepted_kwargs(self) -> set:
+        """Names this backbone accepts: its signature (and its bases') plus
+        the stage/block options it passes on through ``**stage_kwargs``."""
+        def names(fns) -> set:
+            return {p.name for fn in fns
+                    for p in inspect.signature(fn).parameters.values()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+        own = names(c.__init__ for c in type(self).__mro__
+                    if issubclass(c, SwinTransformer))
+        passed_on = names((SwinStage.__init__, SwinBlock.__init__))
+        return (own | (passed_on - self._SET_BY_BACKBONE - set(
+            self._stage_options(0)))) - {'self'}
+
+    @staticmethod
+    def _check_init_cfg(pretrained: Optional[str],
+                        init_cfg: Optional[Union[dict, List[dict]]]
+                        ) -> Optional[Union[dict, List[dict]]]:
+        """Fold ``pretrained`` into ``init_cfg`` and check a Pretrained
+        init_cfg names a checkpoint."""
+        if pretrained is not None:
+            if not isinstance(pretrained, str):
+                raise TypeError('pretrained must be a checkpoint path or URL '
+                                f'(str) or None, got {pretrained!r}')
+            if init_cfg is not None:
+                raise ValueError('pass either pretrained or init_cfg, not '
+                                 'both')
+            return dict(type='Pretrained', checkpoint=pretrained)
+        if init_cfg is not None and not isinstance(init_cfg, (dict, list)):
+            raise TypeError('init_cfg must be a dict, a list of dicts or None,'
+                            f' got {type(init_cfg).__name__} {init_cfg!r}')
+        if isinstance(init_cfg, dict) and init_cfg.get(
+                'type') == 'Pretrained' and not isinstance(
+                    init_cfg.get('checkpoint'), str):
+            raise ValueError("init_cfg of type 'Pretrained' needs "
+                             "checkpoint=<path or URL>, got "
+                             f"{init_cfg.get('checkpoint')!r}")
+        return init_cfg
 
     def _check_args(self, patch_size, strides, in_channels, mlp_ratio,
                     act_cfg, norm_cfg, attn_impl, drop_rate, attn_drop_rate,
                     drop_path_rate, qk_scale) -> None:
-        for ws in self.window_sizes:
-            if not isinstance(ws, int) or ws < 1:
-                raise ValueError('window_size must be a positive int (or one '
-                                 f'per stage), got {self.window_sizes!r}')
-        for name, value in (('patch_size', patch_size),
-                            ('in_channels', in_channels)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f'{name} must be a positive int, got {value!r}')
-        if strides is not None and tuple(strides) != (patch_size, 2, 2, 2)[
-                :len(self.depths)]:
-            raise ValueError(f'strides must be (patch_size, 2, 2, 2) = '
-                             f'({patch_size}, 2, 2, 2), got {tuple(strides)}; '
-                             'Swin downsamples by patch merging only')
-        if mlp_ratio <= 0:
-            raise ValueError(f'mlp_ratio must be > 0, got {mlp_ratio!r}')
+        check_int('patch_size', patch_size, 1)
+        check_int('in_channels', in_channels, 1)
+        expected = (patch_size, 2, 2, 2)[:len(self.depths)]
+        if strides is not None and (not isinstance(strides, (
+                list, tuple)) or tuple(strides) != expected):
+            raise ValueError('strides must be (patch_size, 2, 2, 2) for the '
+                             f'stages = {expected} or None, got {strides!r};'
+                             ' Swin downsamples by patch merging only')
+        check_float('mlp_ratio', mlp_ratio, 0, low_inclusive=False)
+        if int(self.embed_dims * mlp_ratio) < 1:
+            raise ValueError(f'mlp_ratio={mlp_ratio!r} leaves no hidden '
+                             f'units at embed_dims={self.embed_dims}; it must '
+                             f'be >= 1 / {self.embed_dims}')
         for name, rate in (('drop_rate', drop_rate),
                            ('attn_drop_rate', attn_drop_rate),
                            ('drop_path_rate', drop_path_rate)):
-            if not 0 <= rate < 1:
-                raise ValueError(f'{name} must be in [0, 1), got {rate!r}')
-        if qk_scale is not None and qk_scale <= 0:
-            raise ValueError(f'qk_scale must be > 0 or None, got {qk_scale!r}')
+            check_float(name, rate, 0, 1)
+        if qk_scale is not None:
+            check_float('qk_scale', qk_scale, 0, low_inclusive=False)
         check_choice('attn_impl', attn_impl, ATTN_IMPLS)
-        if act_cfg is not None:
-            check_choice("act_cfg['type']", act_cfg.get('type'), ('GELU', ))
-        if norm_cfg is not None:
-            check_choice("norm_cfg['type']", norm_cfg.get('type'), ('LN', ))
+        check_cfg_type('act_cfg', act_cfg, ('GELU', ))
+        check_cfg_type('norm_cfg', norm_cfg, ('LN', ))
 
     # -- freezing ------------------------------------------------------------
     def _frozen_modules(self) -> List[nn.Module]:
@@ -295,7 +349,8 @@ class SwinTransformer(BaseModule):
         return pos.permute(0, 2, 3, 1)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        check_input(x, self.in_channels, self.check_finite)
+        check_input(x, self.in_channels, self.check_finite,
+                    self.patch_embed.proj.weight.dtype)
         x = self.patch_embed(x)  # (B, H, W, C)
         if self.use_abs_pos_embed:
             x = x + self._abs_pos_embed(x.shape[1], x.shape[2])

@@ -1,12 +1,17 @@
 """Window multi-head self-attention shared by Swin V1 and V2."""
 import math
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .windows import relative_position_index
+from .windows import (
+    WindowGroup,
+    WindowRun,
+    gather_rows,
+    relative_position_index,
+)
 
 ATTN_IMPLS = ('sdpa', 'math')
 
@@ -18,7 +23,8 @@ def log_spaced_coords_table(window_size: int,
     Coordinates are normalised by the pretraining window (when given) so a
     model pretrained at window 8 sees the same range at window 16 or 24.
     """
-    offsets = torch.arange(-(window_size - 1), window_size, dtype=torch.float32)
+    offsets = torch.arange(-(window_size - 1), window_size,
+                           dtype=torch.float32)
     table = torch.stack(torch.meshgrid(offsets, offsets, indexing='ij'), -1)
     norm = (pretrained_window_size if pretrained_window_size > 0 else
             window_size) - 1
@@ -53,11 +59,16 @@ class WindowAttention(nn.Module):
             scale the relative coordinates (0: the current window).
         attn_impl: ``'sdpa'`` or ``'math'``.
 
+    Windows that need no shift mask attend with the bias alone, a
+    ``(1, heads, N, N)`` mask that the fused kernel broadcasts; q, k and v
+    are strided views of the one qkv projection, and the fused kernel's
+    output is already token-major, so no copy is made around the kernel.
+
     Shape:
-        - x: ``(B*, N, C)`` windows.
+        - x: ``(B*, N, C)`` windows (or the ``(R, C)`` rows of a stage).
         - mask: ``(num_windows, N, N)`` additive shift mask or None; ``B*``
           must be a multiple of num_windows.
-        - output: ``(B*, N, C)``.
+        - output: same as x.
     """
 
     def __init__(self, dim: int, window_size: int, num_heads: int,
@@ -81,7 +92,7 @@ class WindowAttention(nn.Module):
             self.logit_scale = nn.Parameter(
                 torch.log(10 * torch.ones(num_heads, 1, 1)))
             self.cpb_mlp = nn.Sequential(
-                nn.Linear(2, 512, bias=True), nn.ReLU(inplace=True),
+                nn.Linear(2, 512, bias=True), nn.ReLU(),
                 nn.Linear(512, num_heads, bias=False))
             self.register_buffer(
                 'relative_coords_table',
@@ -111,7 +122,7 @@ class WindowAttention(nn.Module):
                 f'attn_impl={self.attn_impl!r}')
 
     def position_bias(self) -> torch.Tensor:
-        """Relative position bias, ``(heads, N, N)``."""
+        """Relative position bias, ``(heads, N, N)``, contiguous."""
         n = self.window_size ** 2
         if self.cosine:
             table = self.cpb_mlp(self.relative_coords_table)
@@ -119,52 +130,110 @@ class WindowAttention(nn.Module):
         else:
             table = self.relative_position_bias_table
         bias = table[self.relative_position_index.view(-1)]
-        return bias.view(n, n, self.num_heads).permute(2, 0, 1)
+        return bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
 
-    def _qkv(self, x: torch.Tensor) -> torch.Tensor:
-        if self.cosine and self.q_bias is not None:
-            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias),
-                              self.v_bias))
-            return F.linear(x, self.qkv.weight, bias)
-        return self.qkv(x)
-
-    def forward(self, x: torch.Tensor,
-                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        bw, n, c = x.shape
-        qkv = self._qkv(x).view(bw, n, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # (B*, heads, N, d)
+    def _qkv(self, x: torch.Tensor) -> Tuple[torch.Tensor,
+                                             Optional[torch.Tensor]]:
+        """``(R, 3C)`` projections and the bias they carry (or None)."""
         if self.cosine:
-            # The clamp bound is a Python float, so it follows the parameter's
-            # device (the official code's tensor bound does not).
-            scale = torch.clamp(self.logit_scale, max=math.log(100.)).exp()
-            q = F.normalize(q, dim=-1) * scale.to(q.dtype)
-            k = F.normalize(k, dim=-1)
-            scale = 1.0
-        else:
-            scale = self.scale
-        bias = self.position_bias().to(q.dtype)  # (heads, N, N)
+            bias = None
+            if self.q_bias is not None:
+                bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias),
+                                  self.v_bias))
+            return F.linear(x, self.qkv.weight, bias), bias
+        return self.qkv(x), self.qkv.bias
 
-        num_windows = 1 if mask is None else mask.shape[0]
-        if bw % num_windows:
-            raise ValueError(f'{bw} windows is not a multiple of the mask\'s '
-                             f'{num_windows} windows per image')
-        # Fold the windows of an image into the head axis, so the additive
-        # mask (windows x heads, N, N) broadcasts over the batch as a view.
-        groups = num_windows * self.num_heads
-        q, k, v = (t.reshape(bw // num_windows, groups, n, self.head_dim)
-                   for t in (q, k, v))
-        attn_mask = bias if mask is None else (
-            bias[None] + mask.to(q.dtype)[:, None])
-        attn_mask = attn_mask.reshape(1, groups, n, n)
+    def _groups(self, x: torch.Tensor, mask: Optional[torch.Tensor],
+                windows: Optional[WindowRun]) -> Tuple[WindowGroup, ...]:
+        """The window groups of ``x``'s rows."""
+        n = self.window_size**2
+        if windows is not None:
+            if mask is not None:
+                raise ValueError('pass either mask or windows, not both')
+            if windows.groups[-1].stop_row != x.shape[0]:
+                raise ValueError(f'x has {x.shape[0]} rows, the WindowRun '
+                                 f'{windows.groups[-1].stop_row}')
+            return windows.groups
+        if x.shape[0] % n:
+            raise ValueError(f'{x.shape[0]} tokens do not fill windows of '
+                             f'{n}; pass x as (windows, {n}, C)')
+        num_windows = x.shape[0] // n
+        if mask is not None:
+            if num_windows % mask.shape[0]:
+                raise ValueError(f'{num_windows} windows is not a multiple of '
+                                 f'the mask\'s {mask.shape[0]} windows per '
+                                 'image')
+            mask = mask.repeat(num_windows // mask.shape[0], 1, 1)
+        return (WindowGroup(0, x.shape[0], num_windows, n, mask, None, ()), )
 
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                attn_mask: torch.Tensor, scale: float) -> torch.Tensor:
+        """``(w, heads, N, d)`` attention output of ``(w, heads, N, d)``
+        inputs and a ``(w or 1, heads, N, N)`` additive mask."""
         if self.attn_impl == 'sdpa':
-            out = F.scaled_dot_product_attention(
+            return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask,
                 dropout_p=self.attn_drop if self.training else 0.,
                 scale=scale)
-        else:
-            attn = (q * scale) @ k.transpose(-2, -1) + attn_mask
-            attn = self.attn_dropout(attn.softmax(dim=-1))
-            out = attn @ v
-        out = out.view(bw, self.num_heads, n, self.head_dim).transpose(1, 2)
-        return self.proj_drop(self.proj(out.reshape(bw, n, c)))
+        attn = (q * scale) @ k.transpose(-2, -1) + attn_mask
+        return self.attn_dropout(attn.softmax(dim=-1)) @ v
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                windows: Optional[WindowRun] = None) -> torch.Tensor:
+        """Attend within windows.
+
+        Args:
+            x: ``(B*, N, C)`` windows of ``N = ws**2`` tokens, or the
+                ``(R, C)`` rows of a stage's ``windows``.
+            mask: ``(nW, N, N)`` additive mask, window ``i`` using
+                ``mask[i % nW]`` (the official shift mask), or None.
+            windows: The :class:`WindowRun` the rows form (instead of
+                ``mask``): its groups say which windows are masked and
+                where windows reach into the padding, whose tokens are read
+                as the official zeros.
+
+        Returns:
+            Same shape as ``x``.
+        """
+        shape, c = x.shape, x.shape[-1]
+        n = self.window_size ** 2
+        rows = x.reshape(-1, c)
+        qkv, qkv_bias = self._qkv(rows)
+        if self.cosine:
+            # The clamp bound is a Python float, so it follows the parameter's
+            # device (the official code's tensor bound does not).
+            logit_scale = torch.clamp(self.logit_scale,
+                                      max=math.log(100.)).exp()
+        bias = None
+        outs = []
+        for group in self._groups(rows, mask, windows):
+            part = qkv[group.first_row:group.stop_row]
+            if group.slots is not None:
+                # Padded tokens are zeros, whose projections are the bias.
+                full = part.new_zeros(group.num_windows * n, 3 * c)
+                if qkv_bias is not None:
+                    full.add_(qkv_bias.to(part.dtype))
+                part = full.index_copy_(0, group.slots, part)
+            part = part.view(group.num_windows, n, 3, self.num_heads,
+                             self.head_dim)
+            q, k, v = part.permute(2, 0, 3, 1, 4).unbind(0)  # (w, h, N, d)
+            scale = 1.0 if self.cosine else self.scale
+            if self.cosine:
+                # Padded tokens have k = 0; fp16 rounds the usual eps
+                # (1e-12) to 0, which would make their k 0/0 = NaN.
+                eps = max(1e-12, torch.finfo(q.dtype).tiny)
+                q = F.normalize(q, dim=-1, eps=eps) * logit_scale.to(q.dtype)
+                k = F.normalize(k, dim=-1, eps=eps)
+            if bias is None:
+                bias = self.position_bias().to(q.dtype)[None]  # (1, h, N, N)
+            attn_mask = bias if group.shift_mask is None else (
+                bias + group.shift_mask.to(q.dtype)[:, None])
+            out = self._attend(q, k, v, attn_mask, scale)
+            # (w, N, heads, d): a view for the fused kernel's output.
+            out = out.transpose(1, 2).reshape(-1, c)
+            if group.slots is not None:
+                out = gather_rows(out, group.slots)
+            outs.append(out)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        out = self.proj_drop(self.proj(out))
+        return out.view(shape)

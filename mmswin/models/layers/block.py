@@ -7,14 +7,27 @@ import torch.utils.checkpoint as cp
 
 from .attention import WindowAttention
 from .patch import PatchMerging
-from .windows import (merge_and_unshift, pad_hw, padded_size,
-                      shift_and_partition, shift_window_mask, zero_padding)
+from .windows import (
+    TokenLayout,
+    WindowRun,
+    change_layout,
+    enter_layout,
+    leave_layout,
+    token_layout,
+)
+
+# Without autograd, a block runs on pieces of this many rows (whole
+# windows), so the 4x wider MLP activations stay in cache instead of
+# making a round trip to memory (measured 1.5-2x faster MLPs at 800x1344).
+INFERENCE_CHUNK_ROWS = 4096
 
 
 class DropPath(nn.Module):
     """Stochastic depth: drop the whole residual branch per sample.
 
-    Shape: any ``(B, ...)`` in, same out.
+    Shape: any ``(B, ...)`` in, same out; or, with ``row_sample``, rows
+    ``(R, C)`` of several samples, row ``r`` belonging to sample
+    ``row_sample[r]`` (``num_samples`` of them).
     """
 
     def __init__(self, drop_prob: float = 0.) -> None:
@@ -24,12 +37,17 @@ class DropPath(nn.Module):
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob}'
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor,
+                row_sample: Optional[torch.Tensor] = None,
+                num_samples: int = 0) -> torch.Tensor:
         if self.drop_prob == 0. or not self.training:
             return x
         keep = 1 - self.drop_prob
-        shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
-        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+        if row_sample is None:
+            shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
+            return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
+        scale = x.new_empty(num_samples).bernoulli_(keep).div_(keep)
+        return x * scale[row_sample][:, None]
 
 
 class Mlp(nn.Module):
@@ -56,9 +74,14 @@ class SwinBlock(nn.Module):
     V2 (``post_norm=True``, res-post-norm as in the official code):
     ``x + dp(norm1(attn(x)))``, then ``x + dp(norm2(mlp(x)))``.
 
-    The block works on a map already padded to window multiples; tokens
-    beyond ``height x width`` are zeroed before attention, which is exactly
-    the official per-block zero padding, without a pad and a crop per block.
+    The block works on a stage's token rows in the :class:`TokenLayout` of
+    its shift (see :mod:`.windows`): the real tokens only, the attention
+    reading the padding as the official zeros, so there is no pad, crop,
+    roll or partition per block and no work on padded tokens outside
+    attention.
+    Without autograd (``torch.no_grad``/``inference_mode``) and in eval
+    mode, it processes the windows in cache-sized pieces; the arithmetic
+    per token is the same.
 
     Args:
         dim: Channels C.
@@ -75,9 +98,9 @@ class SwinBlock(nn.Module):
         attn_impl: ``'sdpa'`` or ``'math'``.
 
     Shape:
-        - x: ``(B, Hp, Wp, C)`` with Hp, Wp multiples of ``window_size``.
-        - mask: ``(num_windows, ws**2, ws**2)`` when shifted, else None.
-        - output: ``(B, Hp, Wp, C)``; the padded tokens hold no meaning.
+        - x: ``(R, C)`` rows in ``layout``, ``R = B * H * W``.
+        - layout: a :class:`TokenLayout` with this block's window and shift.
+        - output: ``(R, C)`` in the same layout.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7,
@@ -100,28 +123,44 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def _attention(self, x: torch.Tensor,
-                   mask: Optional[torch.Tensor]) -> torch.Tensor:
-        hp, wp = x.shape[1], x.shape[2]
-        windows = shift_and_partition(x, self.window_size, self.shift_size)
-        windows = self.attn(windows, mask if self.shift_size else None)
-        return merge_and_unshift(windows, self.window_size, self.shift_size,
-                                 hp, wp)
+    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        if (layout.window_size, layout.shift_size) != (self.window_size,
+                                                      self.shift_size):
+            raise ValueError(
+                f'layout has window {layout.window_size} and shift '
+                f'{layout.shift_size}, this block {self.window_size} and '
+                f'{self.shift_size}; build it with token_layout(..., '
+                f'{self.window_size}, {self.shift_size}, device)')
+        if torch.is_grad_enabled() or self.training:
+            return self._forward_windows(x, layout.windows, layout.batch)
+        out = torch.empty_like(x)
+        for first, stop, run in layout.chunks(INFERENCE_CHUNK_ROWS):
+            out[first:stop] = self._forward_windows(x[first:stop], run,
+                                                    layout.batch)
+        return out
 
-    def forward(self, x: torch.Tensor, height: int, width: int,
-                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _forward_windows(self, x: torch.Tensor, windows: WindowRun,
+                         batch: int) -> torch.Tensor:
+        """The block on the rows ``x`` of the run ``windows``."""
+
+        def drop_path(y: torch.Tensor) -> torch.Tensor:
+            return self.drop_path(y, windows.row_image, batch)
+
         if self.post_norm:
-            y = self._attention(zero_padding(x, height, width), mask)
-            x = x + self.drop_path(self.norm1(y))
-            return x + self.drop_path(self.norm2(self.mlp(x)))
-        y = zero_padding(self.norm1(x), height, width)
-        x = x + self.drop_path(self._attention(y, mask))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+            y = self.attn(x, windows=windows)
+            x = x + drop_path(self.norm1(y))
+            return x + drop_path(self.norm2(self.mlp(x)))
+        x = x + drop_path(self.attn(self.norm1(x), windows=windows))
+        return x + drop_path(self.mlp(self.norm2(x)))
 
 
 class SwinStage(nn.Module):
     """A stage: ``depth`` blocks alternating plain and shifted windows, then
     an optional patch merging (official layout: ``downsample`` at the end).
+
+    The map enters the stage's window layout once (one gather), each
+    change between plain and shifted windows is one gather, and the map
+    leaves once.
 
     Args:
         dim: Channels C.
@@ -157,28 +196,29 @@ class SwinStage(nn.Module):
                       drop_path=drop_path[i], **block_kwargs)
             for i in range(depth)
         ])
-        if extra_norm_every:
+        if extra_norm_every and depth >= extra_norm_every:
             self.extra_norms = nn.ModuleList([
                 nn.LayerNorm(dim) for _ in range(depth // extra_norm_every)])
         norm_after = block_kwargs.get('post_norm', False)
         self.downsample = PatchMerging(dim, norm_after) if downsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[1], x.shape[2]
-        ws = self.window_size
-        hp, wp = padded_size(height, ws), padded_size(width, ws)
-        x = pad_hw(x, hp, wp)
-        mask = None
-        if len(self.blocks) > 1 and ws // 2:
-            mask = shift_window_mask(hp, wp, ws, ws // 2, x.device, x.dtype)
+        batch, height, width, _ = x.shape
+        layouts = {
+            shift: token_layout(batch, height, width, self.window_size,
+                                shift, x.device)
+            for shift in sorted({block.shift_size for block in self.blocks})
+        }
+        layout = layouts[0] if 0 in layouts else next(iter(layouts.values()))
+        x = enter_layout(x, layout)
         for i, block in enumerate(self.blocks):
+            target = layouts[block.shift_size]
+            x = change_layout(x, layout, target)
+            layout = target
             if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, height, width, mask,
-                                  use_reentrant=False)
+                x = cp.checkpoint(block, x, layout, use_reentrant=False)
             else:
-                x = block(x, height, width, mask)
+                x = block(x, layout)
             if self.extra_norm_every and (i + 1) % self.extra_norm_every == 0:
                 x = self.extra_norms[(i + 1) // self.extra_norm_every - 1](x)
-        if hp != height or wp != width:
-            x = x[:, :height, :width].contiguous()
-        return x
+        return leave_layout(x, layout)

@@ -67,7 +67,7 @@ class PatchMerging(nn.Module):
             x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
             h, w = h + h % 2, w + w % 2
         # (B, H/2, 2[row], W/2, 2[col], C) -> (B, H/2, W/2, col, row, C):
-        # col-major neighbour order gives TL, BL, TR, BR like the official code.
+        # col-major neighbour order gives TL, BL, TR, BR as the official code.
         x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5)
         x = x.reshape(b, h // 2, w // 2, 4 * c)
         if self.norm_after:

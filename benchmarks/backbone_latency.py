@@ -1,0 +1,96 @@
+"""Backbone forward latency: mmswin (SDPA and math attention) vs mmdet's
+``SwinTransformer`` vs HF transformers' ``SwinModel``, same Swin-T weights,
+one process, interleaved repeats.
+
+    python benchmarks/backbone_latency.py [--device cuda] [--dtype all]
+
+Prints one table per precision (median seconds, ratio to mmdet's, spread)
+and writes ``benchmarks/results/backbone_latency.json``. The outputs of
+every implementation are compared once per size (max abs diff to mmdet's),
+so the timings are known to be of the same computation.
+"""
+import argparse
+import sys
+from typing import Dict, List
+
+import torch
+from backbones import (
+    BASELINE,
+    IMPLEMENTATIONS,
+    build_backbones,
+    forward_fn,
+    max_output_diff,
+)
+from common import (
+    add_common_args,
+    autocast,
+    dtype_names,
+    format_table,
+    machine,
+    parse_size,
+    setup,
+    size_name,
+    summarize,
+    time_interleaved,
+    write_json,
+)
+
+SIZES = ['1x3x800x1344', '2x3x512x512', '8x3x224x224', '1x3x1600x2688']
+
+
+def latency_rows(models: Dict[str, torch.nn.Module], size: tuple,
+                 device: torch.device, dtype_name: str,
+                 args: argparse.Namespace) -> List[dict]:
+    """Time every model on one input size; one result dict per model."""
+    x = torch.randn(*size, device=device)
+    fns = {name: forward_fn(name, model) for name, model in models.items()}
+    with torch.inference_mode(), autocast(device, dtype_name):
+        outs = {name: fn(x) for name, fn in fns.items()}
+        reference = outs.get(BASELINE)
+        times = time_interleaved(
+            {name: (lambda fn=fn: fn(x)) for name, fn in fns.items()},
+            device, args.repeats, args.warmup)
+    base = summarize(times[BASELINE])['median_s'] if BASELINE in times \
+        else None
+    rows = []
+    for name, runs in times.items():
+        stats = summarize(runs)
+        rows.append(dict(
+            impl=name, size=size_name(size), dtype=dtype_name, **stats,
+            speedup_vs_mmdet=base / stats['median_s'] if base else None,
+            max_abs_diff_vs_mmdet=None if reference is None else
+            max_output_diff(reference, outs[name])))
+    return rows
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--sizes', nargs='+', default=SIZES, type=str,
+                        help='input sizes BxCxHxW')
+    parser.add_argument('--impls', nargs='+', default=list(IMPLEMENTATIONS),
+                        choices=IMPLEMENTATIONS)
+    args = add_common_args(parser).parse_args(argv)
+    device = setup(args)
+    sizes = [parse_size(s) for s in args.sizes]
+    models = build_backbones(args.impls, device=device)
+    rows: List[dict] = []
+    for dtype_name in dtype_names(args):
+        for size in sizes:
+            rows += latency_rows(models, size, device, dtype_name, args)
+            print(f'done {size_name(size)} {dtype_name}', file=sys.stderr)
+    table = format_table(
+        ['size', 'dtype', 'impl', 'median s', 'speed-up vs mmdet', 'spread',
+         'CPU s', 'max abs diff'],
+        [(r['size'], r['dtype'], r['impl'], r['median_s'],
+          r['speedup_vs_mmdet'], r['spread'], r['cpu_median_s'],
+          r['max_abs_diff_vs_mmdet'])
+         for r in rows])
+    print(table)
+    payload = dict(benchmark='backbone_latency', machine=machine(device),
+                   args=vars(args), rows=rows, table=table)
+    print('wrote', write_json('backbone_latency', payload, args.out))
+    return payload
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,35 @@
+"""Checkpoint loading: safe reading, layout detection and conversion,
+window/grid transfer, and mmengine resume under ``weights_only``."""
+from . import safe_globals  # noqa: F401  (allowlists mmengine checkpoints)
+from .io import (
+    CheckpointError,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    extract_state_dict,
+    read_checkpoint,
+    save_checkpoint,
+)
+from .layouts import (
+    LAYOUT_ALIASES,
+    Conversion,
+    convert_state_dict,
+    from_openmmlab,
+    official_to_unfold_merging,
+    unfold_to_official_merging,
+)
+from .loader import (
+    LoadReport,
+    install_layout_hook,
+    load_pretrained,
+    prepare_for_model,
+)
+from .transfer import ShapeMismatchError, resize_bias_table, resize_pos_embed
+
+__all__ = [
+    'CheckpointError', 'CorruptCheckpointError', 'UnsafeCheckpointError',
+    'ShapeMismatchError', 'Conversion', 'LoadReport', 'LAYOUT_ALIASES',
+    'read_checkpoint', 'extract_state_dict', 'save_checkpoint',
+    'convert_state_dict', 'from_openmmlab', 'unfold_to_official_merging',
+    'official_to_unfold_merging', 'load_pretrained', 'prepare_for_model',
+    'install_layout_hook', 'resize_bias_table', 'resize_pos_embed',
+]

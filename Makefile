@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip install -q --disable-pip-version-check -c constraints.txt
 MMCV_BUILD := MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=2 CFLAGS=-g0
 PYTEST_ARGS ?=
+# Idle OpenMP threads sleep instead of spinning: with two cores shared by
+# several processes (DDP tests, data workers) spinning is many times slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: install test demo demo-seg bench lint clean
 
@@ -42,16 +45,14 @@ demo: install
 # (data/toy/ade), a small UperNet + Swin trained by tools/train.py, mIoU by
 # tools/test.py, and one picture per validation image (ground truth |
 # prediction, coloured over the input) in work_dirs/toy_seg/vis.
-# OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads are many times slower
-# when the two cores are shared.
 SEG_TOY := configs/toy/upernet_swin-toy_toy-ade.py
 SEG_WORK := work_dirs/toy_seg
 
 demo-seg: install
 	$(BIN)/python tools/misc/make_toy_data.py --out data/toy --kind ade
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python tools/train.py $(SEG_TOY) \
+	$(BIN)/python tools/train.py $(SEG_TOY) \
 	  --work-dir $(SEG_WORK)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/python tools/test.py $(SEG_TOY) \
+	$(BIN)/python tools/test.py $(SEG_TOY) \
 	  $$(cat $(SEG_WORK)/last_checkpoint) --work-dir $(SEG_WORK) \
 	  --show-dir $(abspath $(SEG_WORK))/vis
 

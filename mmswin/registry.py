@@ -8,6 +8,7 @@ neither mmdet nor mmseg is patched.
 """
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import Registry
 
 
@@ -45,4 +46,7 @@ MODELS = ScopeRegistry(
     locations=['mmswin.models'])
 HOOKS = ScopeRegistry(
     'hook', parent=MMENGINE_HOOKS, scope='mmswin',
+    locations=['mmswin.engine'])
+OPTIM_WRAPPERS = ScopeRegistry(
+    'optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmswin',
     locations=['mmswin.engine'])

@@ -97,3 +97,28 @@ def test_v2_segmentation_config_runs_inference(arch):
     result = inference_model(model, image)
     assert result.seg_logits.data.shape == (150, 64, 80)
     assert torch.isfinite(result.seg_logits.data).all()
+
+
+def test_toy_training_with_a_v2_backbone(tmp_path):
+    """3 iterations of the toy Mask R-CNN through tools/train.py with
+    SwinTransformerV2 as the backbone: finite, logged losses."""
+    import re
+    import sys
+
+    from test_tools_train import MASK_RCNN, data_options, load_tool, run
+    root = str(tmp_path / 'coco')
+    load_tool('tools/misc/toy_coco.py').make_coco_toy(
+        root, seed=3, num_train=6, num_val=2)
+    options = data_options(root) + [
+        'model.backbone.type=mmswin.SwinTransformerV2',
+        'model.backbone.window_size=8', 'train_dataloader.batch_size=2',
+        'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False', 'train_cfg.max_epochs=1',
+        'train_cfg.val_begin=2', 'default_hooks.logger.interval=1']
+    code, log = run([sys.executable, 'tools/train.py', MASK_RCNN,
+                     '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                     *options])
+    assert code == 0, log[-3000:]
+    assert 'SwinTransformerV2' in log
+    losses = [float(x) for x in re.findall(r'  loss: ([\d.]+)', log)]
+    assert len(losses) == 3 and all(0 < x < 100 for x in losses), losses

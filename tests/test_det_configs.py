@@ -35,6 +35,21 @@ PAPER = {
     'cascade-mask-rcnn_swin-b-p4-w7_fpn_giou-4conv1f_ms-crop-3x_coco':
     ('base', 0.3, 36, [27, 33], True, 'swin_base_patch4_window7_224.pth'),
 }
+# name -> box AP, mask AP, params (M), FLOPs (G): the official detection
+# repo's README (ANCHORS.md, section 1).
+PUBLISHED = {
+    'mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco': (43.7, 39.8, 48, 267),
+    'mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco': (46.0, 41.6, 48, 267),
+    'mask-rcnn_swin-s-p4-w7_fpn_ms-crop-3x_coco': (48.5, 43.3, 69, 359),
+    'cascade-mask-rcnn_swin-t-p4-w7_fpn_giou-4conv1f_ms-crop-1x_coco':
+    (48.1, 41.7, 86, 745),
+    'cascade-mask-rcnn_swin-t-p4-w7_fpn_giou-4conv1f_ms-crop-3x_coco':
+    (50.4, 43.7, 86, 745),
+    'cascade-mask-rcnn_swin-s-p4-w7_fpn_giou-4conv1f_ms-crop-3x_coco':
+    (51.9, 45.0, 107, 838),
+    'cascade-mask-rcnn_swin-b-p4-w7_fpn_giou-4conv1f_ms-crop-3x_coco':
+    (51.9, 45.0, 145, 982),
+}
 AMP = {name.replace('_ms-crop-3x', '_amp-ms-crop-3x'): name
        for name in PAPER if name.endswith('3x_coco')}
 
@@ -95,6 +110,10 @@ def test_config_builds_and_predicts(path):
     cfg.model.test_cfg.rcnn.max_per_img = 5
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model).eval()
+    name = osp.splitext(osp.basename(path))[0]
+    if name in PUBLISHED:  # e.g. 47.79M vs 48M, 144.98M vs 145M
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        assert abs(params / PUBLISHED[name][2] - 1) < 0.02, params
     meta = dict(img_shape=(72, 100), ori_shape=(72, 100),
                 scale_factor=(1.0, 1.0))
     data = dict(inputs=[torch.randint(0, 256, (3, 72, 100),
@@ -248,3 +267,24 @@ def test_multi_scale_crop_policy_sizes():
     allowed = {short for short, _ in A_SCALES}
     assert short_sides <= allowed, short_sides - allowed
     assert len(short_sides) > 1  # really random
+
+
+def test_metafile_lists_the_published_numbers():
+    import yaml
+    with open(osp.join(REPO, 'configs', 'metafile.yml')) as f:
+        index = yaml.safe_load(f)
+    models = {m['Name']: m for m in index['Models']}
+    collections = {c['Name'] for c in index['Collections']}
+    for name in list(PUBLISHED) + list(AMP):
+        model = models[name]
+        box, mask, params, flops = PUBLISHED[AMP.get(name, name)]
+        assert model['Config'] == f'configs/{name}.py'
+        assert osp.isfile(osp.join(REPO, model['Config']))
+        assert model['In Collection'] in collections
+        metrics = {k: v for result in model['Results']
+                   for k, v in result['Metrics'].items()}
+        assert metrics == {'box AP': box, 'mask AP': mask}
+        assert model['Metadata']['Parameters'] == params * 10**6
+        assert model['Metadata']['FLOPs'] == flops * 10**9
+        assert 'Swin-Transformer-Object-Detection' in model['Metadata'][
+            'Source']

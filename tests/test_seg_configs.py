@@ -39,6 +39,17 @@ PUBLISHED = {
      'swin_large_patch4_window12_384_22k.pth', 640, 234),
 }
 
+# name -> (mIoU single-scale, mIoU multi-scale + flip, FLOPs in G)
+RESULTS = {
+    'upernet_swin-t-p4-w7_8xb2-160k_ade20k-512x512': (44.51, 45.81, 945),
+    'upernet_swin-s-p4-w7_8xb2-160k_ade20k-512x512': (47.64, 49.47, 1038),
+    'upernet_swin-b-p4-w7_8xb2-160k_ade20k-512x512': (48.13, 49.72, 1188),
+    'upernet_swin-b-p4-w12-in22k-384-pre_8xb2-160k_ade20k-640x640':
+    (50.04, 51.66, 1841),
+    'upernet_swin-l-p4-w12-in22k-384-pre_8xb2-160k_ade20k-640x640':
+    (52.05, 53.53, 3230),
+}
+
 
 def load(name: str) -> Config:
     """The config ``configs/<name>.py``."""
@@ -263,3 +274,25 @@ def test_init_cfg_loads_an_official_classification_checkpoint(tmp_path):
     # the window-12 tables (23 x 23 offsets) came through unresized
     table = 'layers.0.blocks.0.attn.relative_position_bias_table'
     assert loaded[table].shape == (23 * 23, 1)
+
+
+def test_metafile_lists_the_published_numbers():
+    import yaml
+    with open(osp.join(ROOT, 'configs', 'metafile.yml')) as f:
+        index = yaml.safe_load(f)
+    models = {m['Name']: m for m in index['Models']}
+    assert 'UPerNet' in {c['Name'] for c in index['Collections']}
+    for name, (ss, ms, flops) in RESULTS.items():
+        model = models[name]
+        assert model['Config'] == f'configs/{name}.py'
+        assert model['In Collection'] == 'UPerNet'
+        metrics = {k: v for result in model['Results']
+                   for k, v in result['Metrics'].items()}
+        assert metrics == {'mIoU': ss, 'mIoU(ms+flip)': ms}
+        assert model['Results'][0]['Dataset'] == 'ADE20K'
+        meta = model['Metadata']
+        assert meta['Parameters'] == PUBLISHED[name][-1] * 10**6
+        assert meta['FLOPs'] == flops * 10**9
+        assert meta['Pretrain'].endswith(
+            load(name).model.backbone.init_cfg.checkpoint)
+        assert 'Swin-Transformer' in meta['Source']

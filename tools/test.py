@@ -71,7 +71,6 @@ def enable_visualization(cfg, args: argparse.Namespace) -> None:
             hook['test_out_dir'] = args.show_dir
         else:  # mmseg's hook saves through the visualizer
             cfg.visualizer['save_dir'] = args.show_dir
-            hook['interval'] = 1
 
 
 def enable_tta(cfg) -> None:

@@ -25,6 +25,8 @@ from tool_utils import (  # noqa: E402
     setup_cpu_distributed,
 )
 
+from mmswin.engine import amp_optim_wrapper_type  # noqa: E402
+
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Train a model')
@@ -61,13 +63,15 @@ def apply_args(cfg, args: argparse.Namespace) -> None:
         args.config)
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if wrapper == 'AmpOptimWrapper':
+        if wrapper in ('AmpOptimWrapper', 'mmswin.AutocastOptimWrapper'):
             print('AMP is already on in this config', file=sys.stderr)
         elif wrapper != 'OptimWrapper':
             fail(f'--amp replaces OptimWrapper, but this config uses '
                  f'{wrapper}')
         else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            # mmengine's AmpOptimWrapper needs CUDA; on CPU mmswin's
+            # AutocastOptimWrapper runs bfloat16 autocast instead.
+            cfg.optim_wrapper.type = amp_optim_wrapper_type()
             cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.auto_scale_lr:
         scale = cfg.get('auto_scale_lr')

@@ -4,18 +4,18 @@
         [--cfg-options KEY=VALUE ...] [--show-table]
 
 The model is built from the config (no checkpoint is loaded, the backbone's
-``init_cfg`` is not run) and traced in test mode on one random image of
-``H x W`` (default 1280 x 800 for mmdet, 2048 x 1024 for mmseg, as their
-own tools). FLOPs are counted as fvcore and mmengine count them: one per
-multiply-accumulate of convolutions, linear layers, matmuls and
-(added here) scaled-dot-product attention, plus the small norm /
-upsample terms; RoIAlign, NMS, softmax and elementwise ops are not counted
-and are listed as such.
+``init_cfg`` is not run) and run in test mode ("tensor" mode, as mmdet's and
+mmseg's own get_flops) on one random image of ``H x W`` (default 1280 x 800
+for mmdet, 2048 x 1024 for mmseg, as their tools). FLOPs are counted as the
+Swin papers count them, one per multiply-accumulate, by torch's
+``FlopCounterMode`` at the dispatcher (so any Python control flow works):
+convolutions (transposed too), matmuls / linear layers and
+scaled-dot-product attention (fused or not). Norms, activations, softmax,
+elementwise ops, RoIAlign and NMS are not counted.
 """
 import argparse
 import os.path as osp
 import sys
-import warnings
 from functools import partial
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -40,17 +40,20 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
-    """MACs of ``scaled_dot_product_attention(q, k, v)``: ``q @ k^T`` and
-    ``attn @ v``, for q ``(..., L, d)``, k ``(..., S, d)``, v
-    ``(..., S, dv)``."""
-    from mmengine.analysis.jit_handles import get_shape
-    q, k, v = (get_shape(value) for value in inputs[:3])
-    batch = 1
-    for size in q[:-2]:
-        batch *= size
-    length, depth = q[-2], q[-1]
-    return batch * length * k[-2] * (depth + v[-1])
+def _sdpa_cpu_flops(query_shape, key_shape, value_shape, *args,
+                    out_shape=None, **kwargs) -> int:
+    """FLOPs (2 per multiply-accumulate) of the CPU fused attention kernel,
+    which torch's table lacks: ``q @ k^T`` plus ``attn @ v``."""
+    from torch.utils.flop_counter import sdpa_flop_count
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def flop_counter(display: bool = False):
+    """A ``FlopCounterMode`` that also counts the CPU SDPA kernel."""
+    from torch.utils.flop_counter import FlopCounterMode
+    cpu_sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    return FlopCounterMode(display=display,
+                           custom_mapping={cpu_sdpa: _sdpa_cpu_flops})
 
 
 def _sample_type(scope: str):
@@ -90,22 +93,17 @@ def build_model_and_inputs(cfg, shape: Sequence[int]) -> Tuple[
 
 def count(model: torch.nn.Module, inputs: torch.Tensor,
           show_table: bool = False) -> Dict[str, Any]:
-    """Returns ``params``, ``flops`` (MACs), ``uncounted`` op names and,
-    with ``show_table``, the per-module ``table``."""
-    from mmengine.analysis import FlopAnalyzer, parameter_count
-    from mmengine.analysis.print_helper import complexity_stats_table
-    analyzer = FlopAnalyzer(model, (inputs, ))
-    analyzer.set_op_handle(
-        'aten::scaled_dot_product_attention', sdpa_flop_jit)
-    analyzer.unsupported_ops_warnings(False)
-    analyzer.uncalled_modules_warnings(False)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter('ignore')  # tracer warnings on dynamic code
-        flops = analyzer.total()
-        uncounted = sorted(analyzer.unsupported_ops())
-        table = complexity_stats_table(analyzer) if show_table else ''
-    return dict(params=parameter_count(model)[''], flops=flops,
-                uncounted=uncounted, table=table)
+    """Returns ``params``, ``flops`` (multiply-accumulates), ``by_op``
+    (MACs per aten op) and, with ``show_table``, the per-module ``table``.
+    """
+    counter = flop_counter()
+    with counter, torch.no_grad():
+        model(inputs)
+    by_op = {str(op): macs // 2 for op, macs in
+             counter.get_flop_counts()['Global'].items()}
+    return dict(params=sum(p.numel() for p in model.parameters()),
+                flops=counter.get_total_flops() // 2, by_op=by_op,
+                table=counter.get_table(depth=3) if show_table else '')
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -130,8 +128,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
           f'{padded}'
           f'\nFlops: {result["flops"] / 1e9:.1f} G (multiply-accumulates)'
           f'\nParams: {result["params"] / 1e6:.2f} M\n{"=" * 30}')
-    if result['uncounted']:
-        print('Not counted: ' + ', '.join(result['uncounted']))
+    print('Counted: ' + ', '.join(
+        f'{op} {macs / 1e9:.1f}G' for op, macs in result['by_op'].items()))
     return result
 
 

@@ -82,6 +82,16 @@ def test_toy_coco_annotations_match_the_pixels(toy_coco):
                         or b[3] < a[1])
 
 
+def test_make_toy_data_cli_writes_both_datasets(tmp_path):
+    cli = load_tool('tools/misc/make_toy_data.py')
+    cli.main(['--out', str(tmp_path), '--num-train', '2', '--num-val', '1'])
+    assert sorted(os.listdir(tmp_path / 'coco' / 'train')) == [
+        '0000.png', '0001.png']
+    with open(tmp_path / 'coco' / 'annotations' / 'val.json') as f:
+        assert len(json.load(f)['images']) == 1
+    assert len(os.listdir(tmp_path / 'ade' / 'images' / 'training')) == 2
+
+
 def test_make_toy_data_cli_bad_seed():
     toy = load_tool('tools/misc/toy_coco.py')
     with pytest.raises(ValueError, match='seed must be an int >= 0'):

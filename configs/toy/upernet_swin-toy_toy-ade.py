@@ -74,7 +74,8 @@ auto_scale_lr = dict(base_batch_size=8)
 
 default_hooks = dict(
     logger=dict(interval=50),
-    checkpoint=dict(interval=max_iters, max_keep_ckpts=1),
+    checkpoint=dict(type='mmswin.ResumableCheckpointHook',
+                    interval=max_iters, max_keep_ckpts=1),
     # with --show-dir, draw every batch (mmseg's default: every 50th)
     visualization=dict(interval=1))
 log_processor = dict(window_size=50)

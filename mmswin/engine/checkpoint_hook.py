@@ -95,7 +95,7 @@ class ResumableCheckpointHook(CheckpointHook):
         self._rng_to_restore: Optional[Tuple[int, dict]] = None
         self._rng_before_val: Optional[dict] = None
 
-    # -- atomic files --------------------------------------------------------
+    # -- set-up and atomic files ---------------------------------------------
     def before_train(self, runner) -> None:
         """Set up as mmengine does, restore the resumed run's generator
         state, and delete partial files a killed run left behind."""
@@ -105,7 +105,11 @@ class ResumableCheckpointHook(CheckpointHook):
             self._rng_to_restore = None
             # Only on resume: ``load_from`` also loads a checkpoint but
             # starts again at iteration 0.
-            if saved_iter == runner.iter and get_world_size() == 1:
+            if saved_iter == runner.iter and get_world_size() > 1:
+                runner.logger.info('Multi-process run: the random generator '
+                                   'states are not restored (a checkpoint '
+                                   'holds rank 0\'s only).')
+            elif saved_iter == runner.iter:
                 # Iteration-based loops re-load the trained batches, which
                 # replays the data pipeline's numpy/python draws.
                 restore_rng_state(state, data_side=isinstance(

@@ -103,7 +103,18 @@ def count(model: torch.nn.Module, inputs: torch.Tensor,
              counter.get_flop_counts()['Global'].items()}
     return dict(params=sum(p.numel() for p in model.parameters()),
                 flops=counter.get_total_flops() // 2, by_op=by_op,
-                table=counter.get_table(depth=3) if show_table else '')
+                table=_module_table(counter) if show_table else '')
+
+
+def _module_table(counter, depth: int = 3) -> str:
+    """Multiply-accumulates per module, down to ``depth`` levels."""
+    rows = []
+    for name, by_op in sorted(counter.get_flop_counts().items()):
+        if name != 'Global' and name.count('.') < depth:
+            rows.append((name, sum(by_op.values()) // 2))
+    width = max(len(name) for name, _ in rows)
+    return '\n'.join(f'{name:<{width}}  {macs / 1e9:10.3f} G'
+                     for name, macs in rows)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:

@@ -95,6 +95,9 @@ auto_scale_lr = dict(base_batch_size=4)
 
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+    checkpoint=dict(type='mmswin.ResumableCheckpointHook',
+                    interval=max_epochs, max_keep_ckpts=1))
 log_processor = dict(window_size=20)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
+# Same data order and initial weights in every run.
+randomness = dict(seed=0)

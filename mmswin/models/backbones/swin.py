@@ -102,6 +102,15 @@ class SwinTransformer(BaseModule):
         - output: tuple of ``(B, C * 2**i, H_i, W_i)`` for i in
           ``out_indices``, with ``H_0 = ceil(H / patch_size)`` and
           ``H_{i+1} = ceil(H_i / 2)``.
+
+    Raises:
+        TypeError: an argument or the input has the wrong type (including
+            an unknown keyword argument, and an input whose dtype differs
+            from the weights' outside autocast).
+        ValueError: an argument or the input has a wrong value (shape,
+            range, NaN/Inf with ``check_finite``). Messages start with the
+            argument's name (``input`` for the input) and say what is
+            allowed.
     """
 
     arch_settings = ARCH_SETTINGS

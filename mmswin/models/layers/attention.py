@@ -179,7 +179,9 @@ class WindowAttention(nn.Module):
         return self.attn_dropout(attn.softmax(dim=-1)) @ v
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                windows: Optional[WindowRun] = None) -> torch.Tensor:
+                windows: Optional[WindowRun] = None,
+                position_bias: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
         """Attend within windows.
 
         Args:
@@ -191,6 +193,8 @@ class WindowAttention(nn.Module):
                 ``mask``): its groups say which windows are masked and
                 where windows reach into the padding, whose tokens are read
                 as the official zeros.
+            position_bias: :meth:`position_bias` when already computed
+                (a block that calls attention piece by piece passes it).
 
         Returns:
             Same shape as ``x``.
@@ -204,7 +208,7 @@ class WindowAttention(nn.Module):
             # device (the official code's tensor bound does not).
             logit_scale = torch.clamp(self.logit_scale,
                                       max=math.log(100.)).exp()
-        bias = None
+        bias = position_bias
         outs = []
         for group in self._groups(rows, mask, windows):
             part = qkv[group.first_row:group.stop_row]
@@ -225,7 +229,8 @@ class WindowAttention(nn.Module):
                 q = F.normalize(q, dim=-1, eps=eps) * logit_scale.to(q.dtype)
                 k = F.normalize(k, dim=-1, eps=eps)
             if bias is None:
-                bias = self.position_bias().to(q.dtype)[None]  # (1, h, N, N)
+                bias = self.position_bias()
+            bias = bias.to(q.dtype).view(1, *bias.shape[-3:])  # (1, h, N, N)
             attn_mask = bias if group.shift_mask is None else (
                 bias + group.shift_mask.to(q.dtype)[:, None])
             out = self._attend(q, k, v, attn_mask, scale)

@@ -134,24 +134,32 @@ class SwinBlock(nn.Module):
         if torch.is_grad_enabled() or self.training:
             return self._forward_windows(x, layout.windows, layout.batch)
         out = torch.empty_like(x)
+        bias = self.attn.position_bias()
         for first, stop, run in layout.chunks(INFERENCE_CHUNK_ROWS):
-            out[first:stop] = self._forward_windows(x[first:stop], run,
-                                                    layout.batch)
+            self._forward_windows(x[first:stop], run, layout.batch, bias,
+                                  out=out[first:stop])
         return out
 
     def _forward_windows(self, x: torch.Tensor, windows: WindowRun,
-                         batch: int) -> torch.Tensor:
-        """The block on the rows ``x`` of the run ``windows``."""
+                         batch: int,
+                         position_bias: Optional[torch.Tensor] = None,
+                         out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The block on the rows ``x`` of the run ``windows`` (written to
+        ``out`` when given)."""
 
         def drop_path(y: torch.Tensor) -> torch.Tensor:
             return self.drop_path(y, windows.row_image, batch)
 
+        def attn(y: torch.Tensor) -> torch.Tensor:
+            return self.attn(y, windows=windows, position_bias=position_bias)
+
         if self.post_norm:
-            y = self.attn(x, windows=windows)
-            x = x + drop_path(self.norm1(y))
-            return x + drop_path(self.norm2(self.mlp(x)))
-        x = x + drop_path(self.attn(self.norm1(x), windows=windows))
-        return x + drop_path(self.mlp(self.norm2(x)))
+            x = x + drop_path(self.norm1(attn(x)))
+            y = drop_path(self.norm2(self.mlp(x)))
+        else:
+            x = x + drop_path(attn(self.norm1(x)))
+            y = drop_path(self.mlp(self.norm2(x)))
+        return x + y if out is None else torch.add(x, y, out=out)
 
 
 class SwinStage(nn.Module):

@@ -1,0 +1,78 @@
+"""Run every benchmark in turn (``make bench``) and write a summary.
+
+    python benchmarks/run_all.py [--device cuda] [--dtype all] [--quick]
+
+Each benchmark writes its own JSON under ``benchmarks/results/``; this
+script adds ``summary.md`` there with every table and the machine, the
+Markdown that the README's Performance section quotes. ``--quick`` runs
+small sizes with two repeats, to check that everything works.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+from common import RESULTS_DIR
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+QUICK = {
+    'backbone_latency.py': ['--sizes', '1x3x224x320', '--repeats', '2'],
+    'train_step.py': ['--sizes', '1x3x224x320', '--repeats', '2'],
+    'flops_efficiency.py': ['--sizes', '1x3x224x320', '--repeats', '2',
+                            '--matmul-size', '1024'],
+    'whole_model.py': ['--repeats', '1'],
+}
+ORDER = ['backbone_latency.py', 'train_step.py', 'flops_efficiency.py',
+         'whole_model.py']
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', default='2')
+    parser.add_argument('--dtype', default=None,
+                        help="default: 'all' on CUDA (fp32 and bf16), "
+                        "'fp32' on CPU")
+    parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--only', nargs='+', choices=ORDER, default=ORDER)
+    args = parser.parse_args(argv)
+    dtype = args.dtype or ('all' if args.device.startswith('cuda')
+                           else 'fp32')
+    common = ['--device', args.device, '--threads', args.threads,
+              '--dtype', dtype]
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    command = ' '.join(['python benchmarks/run_all.py', *(argv or
+                                                           sys.argv[1:])])
+    sections = [f'Command: `{command}`', '']
+    failed = []
+    for script in args.only:
+        extra = QUICK[script] if args.quick else []
+        out = os.path.join(RESULTS_DIR, script.replace('.py', '.json'))
+        cmd = [sys.executable, os.path.join(HERE, script), *common, *extra,
+               '--out', out]
+        print('$', ' '.join(cmd), flush=True)
+        start = time.time()
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        print(result.stdout[-4000:], flush=True)
+        if result.returncode:
+            print(result.stderr[-4000:], file=sys.stderr)
+            failed.append(script)
+            continue
+        with open(out) as f:
+            payload = json.load(f)
+        if len(sections) == 2:
+            sections[1:1] = [f"Machine: {payload['machine']}", '']
+        sections += [f'### {script} ({time.time() - start:.0f} s)', '',
+                     payload['table'], '']
+    with open(os.path.join(RESULTS_DIR, 'summary.md'), 'w') as f:
+        f.write('\n'.join(sections))
+    print('wrote', os.path.join(RESULTS_DIR, 'summary.md'))
+    if failed:
+        print('failed:', ', '.join(failed), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

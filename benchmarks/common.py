@@ -156,10 +156,14 @@ def peak_memory_bytes(fn: Callable[[], object],
     with profile(activities=[ProfilerActivity.CPU],
                  profile_memory=True) as prof:
         fn()
-    events = [(e.time_range.start, e.cpu_memory_usage)
-              for e in prof.events() if e.cpu_memory_usage]
+    # Kineto's instant '[memory]' events: every allocation (+bytes) and
+    # free (-bytes) with its time (the op-level summaries nest and would
+    # count allocations twice).
+    events = sorted((e.start_ns(), e.nbytes())
+                    for e in prof.profiler.kineto_results.events()
+                    if e.name() == '[memory]')
     live = peak = 0
-    for _, delta in sorted(events, key=lambda ev: ev[0]):
+    for _, delta in events:
         live += delta
         peak = max(peak, live)
     return peak

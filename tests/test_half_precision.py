@@ -103,10 +103,6 @@ def test_autocast_forward_backward_finite_under_stress(arch, size, dtype,
         assert torch.isfinite(p.grad).all(), name
 
 
-@pytest.mark.xfail(strict=True, reason='attn_impl="math" forms its logits '
-                   'in fp16 under autocast and overflows (reported to the '
-                   'layers owner); remove this mark once it computes them '
-                   'in fp32')
 def test_math_attention_finite_under_fp16_stress():
     model = stressed_swin('tiny', attn_impl='math')
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):

@@ -139,7 +139,7 @@ def test_missing_config_is_one_line(capsys):
         'error: config file not found: configs/no-such-config.py\n')
 
 
-def test_missing_checkpoint_is_one_line(capsys, toy_root):
+def test_missing_checkpoint_is_one_line(capsys):
     test_tool = load_tool('tools/test.py')
     with pytest.raises(SystemExit) as error:
         test_tool.main([MASK_RCNN, 'work_dirs/none/epoch_9.pth'])

@@ -9,7 +9,7 @@ import os
 import os.path as osp
 import sys
 import warnings
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, NoReturn, Optional, Sequence
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
@@ -19,21 +19,13 @@ import mmswin  # noqa: F401
 
 __all__ = ['DictAction', 'fail', 'load_config', 'check_dataset_paths',
            'check_checkpoint', 'replace_sync_bn', 'setup_cpu_distributed',
-           'build_runner']
+           'build_runner', 'default_work_dir', 'set_local_rank']
 
 
-class ToolError(SystemExit):
-    """Ends a tool with exit status 2 and a one-line message."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(2)
-        self.message = message
-
-
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """Print ``error: message`` to stderr and exit with status 2."""
     print(f'error: {message}', file=sys.stderr)
-    raise ToolError(message)
+    raise SystemExit(2)
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
@@ -143,7 +135,7 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     replaced = replace_sync_bn(cfg.model)
-    if replaced:
+    if replaced and torch.distributed.get_rank() == 0:
         print(f'{replaced} SyncBN layer configs set to BN: SyncBN needs '
               'CUDA in multi-process training', file=sys.stderr)
 

@@ -321,8 +321,9 @@ class SwinTransformer(BaseModule):
         for module in self._frozen_modules():
             module.eval()
         if mode and self.norm_eval:
+            norms = (nn.LayerNorm, _BatchNorm, nn.GroupNorm)
             for module in self.modules():
-                if isinstance(module, (nn.LayerNorm, _BatchNorm, nn.GroupNorm)):
+                if isinstance(module, norms):
                     module.eval()
         return self
 

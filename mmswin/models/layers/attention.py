@@ -170,13 +170,24 @@ class WindowAttention(nn.Module):
                 attn_mask: torch.Tensor, scale: float) -> torch.Tensor:
         """``(w, heads, N, d)`` attention output of ``(w, heads, N, d)``
         inputs and a ``(w or 1, heads, N, N)`` additive mask."""
-        if self.attn_impl == 'sdpa':
+        # The CPU fused kernel has no gradient for the mask (the position
+        # bias is learned), so PyTorch would run its own math fallback,
+        # which adds a fully-masked-row check; the plain math is faster.
+        mask_needs_grad = attn_mask.requires_grad and q.device.type == 'cpu'
+        if self.attn_impl == 'sdpa' and not mask_needs_grad:
             return F.scaled_dot_product_attention(
                 q, k, v, attn_mask=attn_mask,
                 dropout_p=self.attn_drop if self.training else 0.,
                 scale=scale)
-        attn = (q * scale) @ k.transpose(-2, -1) + attn_mask
-        return self.attn_dropout(attn.softmax(dim=-1)) @ v
+        if q.dtype not in (torch.float16, torch.bfloat16):
+            attn = (q * scale) @ k.transpose(-2, -1) + attn_mask
+            return self.attn_dropout(attn.softmax(dim=-1)) @ v
+        # Half precision: logits and softmax in fp32 with autocast off, as
+        # fp16 logits of large activations overflow to inf (then NaN).
+        with torch.autocast(q.device.type, enabled=False):
+            attn = (q.float() * scale) @ k.float().transpose(-2, -1)
+            attn = (attn + attn_mask.float()).softmax(dim=-1)
+        return self.attn_dropout(attn.to(v.dtype)) @ v
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 windows: Optional[WindowRun] = None,

@@ -1,7 +1,7 @@
 # What the toy detectors share: the toy COCO shapes (made by
 # tools/misc/make_toy_data.py), a CPU-sized schedule on the paper's AdamW
 # settings, and `toy_model`, the overrides that shrink a Swin-T detector
-# (a 4-stage Swin with 32 channels, 64-channel FPN and heads, trained from
+# (a 4-stage Swin with 32 channels, 32-channel FPN and heads, trained from
 # scratch). Each toy detector merges `toy_model` into its own model.
 _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',

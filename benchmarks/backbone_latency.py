@@ -63,6 +63,20 @@ def latency_rows(models: Dict[str, torch.nn.Module], size: tuple,
     return rows
 
 
+def pixel_scaling(rows: List[dict], small: str = '1x3x800x1344',
+                  large: str = '1x3x1600x2688') -> List[dict]:
+    """How time grows from ``small`` to ``large`` (4x the pixels), per
+    implementation and precision, when both sizes were run."""
+    times = {(r['dtype'], r['impl'], r['size']): r['median_s'] for r in rows}
+    pixels = (parse_size(large)[2] * parse_size(large)[3]) / (
+        parse_size(small)[2] * parse_size(small)[3])
+    return [dict(dtype=dtype, impl=impl, sizes=f'{large} / {small}',
+                 pixels_ratio=pixels,
+                 time_ratio=times[(dtype, impl, large)] / seconds)
+            for (dtype, impl, size), seconds in times.items()
+            if size == small and (dtype, impl, large) in times]
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sizes', nargs='+', default=SIZES, type=str,
@@ -85,9 +99,15 @@ def main(argv=None) -> dict:
           r['speedup_vs_mmdet'], r['spread'], r['cpu_median_s'],
           r['max_abs_diff_vs_mmdet'])
          for r in rows])
+    scaling = pixel_scaling(rows)
+    if scaling:
+        table += '\n\n' + format_table(
+            ['dtype', 'impl', 'sizes', 'pixels ratio', 'time ratio'],
+            [(r['dtype'], r['impl'], r['sizes'], r['pixels_ratio'],
+              r['time_ratio']) for r in scaling])
     print(table)
     payload = dict(benchmark='backbone_latency', machine=machine(device),
-                   args=vars(args), rows=rows, table=table)
+                   args=vars(args), rows=rows, scaling=scaling, table=table)
     print('wrote', write_json('backbone_latency', payload, args.out))
     return payload
 

@@ -221,8 +221,11 @@ class WindowAttention(nn.Module):
                                       max=math.log(100.)).exp()
         bias = position_bias
         outs = []
-        for group in self._groups(rows, mask, windows):
-            part = qkv[group.first_row:group.stop_row]
+        groups = self._groups(rows, mask, windows)
+        # split, not slicing: a slice's gradient is a zero-filled copy of
+        # the whole qkv, one per group, where split's is one concatenation.
+        parts = qkv.split([g.stop_row - g.first_row for g in groups])
+        for group, part in zip(groups, parts):
             if group.slots is not None:
                 # Padded tokens are zeros, whose projections are the bias.
                 full = part.new_zeros(group.num_windows * n, 3 * c)

@@ -3,10 +3,10 @@ from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
 from .attention import WindowAttention
+from .mlp import CHUNK_ROWS_PER_THREAD, Mlp
 from .patch import PatchMerging
 from .windows import (
     TokenLayout,
@@ -16,14 +16,6 @@ from .windows import (
     leave_layout,
     token_layout,
 )
-
-# Without autograd on CPU, a block runs on pieces of about this many rows
-# (whole windows) per thread: the 4x wider MLP activations then stay in
-# cache and their buffers are reused, where whole-map buffers of 100 MB are
-# freshly page-faulted by every op (measured at 800x1344: MLP 1.5-2x faster,
-# backbone 1.3x on 1 thread; 4096 and 8192 rows per piece were best on 1
-# and 2 threads). Fewer, larger pieces keep the thread synchronisation low.
-INFERENCE_CHUNK_ROWS_PER_THREAD = 4096
 
 
 class DropPath(nn.Module):
@@ -52,61 +44,6 @@ class DropPath(nn.Module):
             return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
         scale = x.new_empty(num_samples).bernoulli_(keep).div_(keep)
         return x * scale[row_sample][:, None]
-
-
-class _GeluMlp(torch.autograd.Function):
-    """``fc2(gelu(fc1(x)))`` keeping fc1's output, not GELU's, for the
-    backward pass, which recomputes GELU (cheap next to the matmuls): 4C
-    fewer saved floats per token. The gradients are the same ops autograd
-    would run. Under autocast the saved fp32 inputs are cast as forward did.
-    """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
-                w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
-        h = F.linear(x, w1, b1)
-        ctx.save_for_backward(x, h, w1, w2)
-        return F.linear(F.gelu(h), w2, b2)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, h, w1, w2 = ctx.saved_tensors
-        need = ctx.needs_input_grad
-        grad = grad.to(h.dtype)
-        rows = grad.reshape(-1, grad.shape[-1])
-        gw2 = rows.t() @ F.gelu(h).reshape(rows.shape[0], -1) \
-            if need[3] else None
-        gb2 = rows.sum(0) if need[4] else None
-        gh = torch.ops.aten.gelu_backward(grad @ w2.to(h.dtype), h)
-        gh_rows = gh.reshape(rows.shape[0], -1)
-        gw1 = gh_rows.t() @ x.reshape(rows.shape[0], -1).to(h.dtype) \
-            if need[1] else None
-        gb1 = gh_rows.sum(0) if need[2] else None
-        gx = gh @ w1.to(h.dtype) if need[0] else None
-        return gx, gw1, gb1, gw2, gb2
-
-
-class Mlp(nn.Module):
-    """Two-layer MLP with GELU (official names ``fc1``/``fc2``).
-
-    When training without dropout it saves fc1's output only and
-    recomputes GELU in the backward pass (see :class:`_GeluMlp`).
-
-    Shape: ``(..., C)`` in, ``(..., C)`` out.
-    """
-
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and not (self.training and self.drop.p):
-            return _GeluMlp.apply(x, self.fc1.weight, self.fc1.bias,
-                                  self.fc2.weight, self.fc2.bias)
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class SwinBlock(nn.Module):
@@ -177,7 +114,7 @@ class SwinBlock(nn.Module):
             return self._forward_windows(x, layout.windows, layout.batch)
         out = torch.empty_like(x)
         bias = self.attn.position_bias()
-        rows = INFERENCE_CHUNK_ROWS_PER_THREAD * torch.get_num_threads()
+        rows = CHUNK_ROWS_PER_THREAD * torch.get_num_threads()
         for first, stop, run in layout.chunks(rows):
             self._forward_windows(x[first:stop], run, layout.batch, bias,
                                   out=out[first:stop])

@@ -32,7 +32,7 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: install
-	$(BIN)/python benchmarks/run_all.py
+	env -u OMP_WAIT_POLICY $(BIN)/python benchmarks/run_all.py
 
 # Detection quickstart (demo/toy_det_demo.py): toy COCO shapes -> trains the
 # toy Swin Mask R-CNN with tools/train.py -> tools/test.py on val (prints bbox

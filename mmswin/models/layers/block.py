@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from .attention import WindowAttention
-from .mlp import CHUNK_ROWS_PER_THREAD, Mlp
+from .mlp import Mlp, chunk_rows
 from .patch import PatchMerging
 from .windows import (
     TokenLayout,
@@ -102,7 +102,11 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: TokenLayout,
+                out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The block on rows ``x`` in ``layout``; without autograd the
+        result may be written to ``out``, which may be ``x`` itself (each
+        piece of rows is read before it is overwritten)."""
         if (layout.window_size, layout.shift_size) != (self.window_size,
                                                       self.shift_size):
             raise ValueError(
@@ -110,11 +114,15 @@ class SwinBlock(nn.Module):
                 f'{layout.shift_size}, this block {self.window_size} and '
                 f'{self.shift_size}; build it with token_layout(..., '
                 f'{self.window_size}, {self.shift_size}, device)')
+        if torch.is_grad_enabled():
+            out = None
         if torch.is_grad_enabled() or self.training or x.device.type != 'cpu':
-            return self._forward_windows(x, layout.windows, layout.batch)
-        out = torch.empty_like(x)
+            return self._forward_windows(x, layout.windows, layout.batch,
+                                         out=out)
+        if out is None:
+            out = torch.empty_like(x)
         bias = self.attn.position_bias()
-        rows = CHUNK_ROWS_PER_THREAD * torch.get_num_threads()
+        rows = chunk_rows(self.mlp.fc1.out_features)
         for first, stop, run in layout.chunks(rows):
             self._forward_windows(x[first:stop], run, layout.batch, bias,
                                   out=out[first:stop])
@@ -199,14 +207,25 @@ class SwinStage(nn.Module):
         }
         layout = layouts[0] if 0 in layouts else next(iter(layouts.values()))
         x = enter_layout(x, layout)
+        # Without autograd the rows live in two buffers of the stage's own:
+        # each block overwrites its input, each change of layout gathers
+        # into the other buffer (fresh maps over 32 MB are page-faulted
+        # anew by every op: 1600x2688 took 4.4x the time of 800x1344).
+        spare = None
         for i, block in enumerate(self.blocks):
             target = layouts[block.shift_size]
-            x = change_layout(x, layout, target)
+            if torch.is_grad_enabled() or target is layout:
+                x = change_layout(x, layout, target)
+            else:
+                spare = torch.empty_like(x) if spare is None else spare
+                x, spare = change_layout(x, layout, target, out=spare), x
             layout = target
             if self.with_cp and x.requires_grad:
                 x = cp.checkpoint(block, x, layout, use_reentrant=False)
-            else:
+            elif torch.is_grad_enabled():
                 x = block(x, layout)
+            else:
+                x = block(x, layout, out=x)
             if self.extra_norm_every and (i + 1) % self.extra_norm_every == 0:
                 x = self.extra_norms[(i + 1) // self.extra_norm_every - 1](x)
         return leave_layout(x, layout)

@@ -5,20 +5,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# On CPU the MLP runs on blocks of about this many token rows per thread:
-# its 4C-wide hidden activations then stay in cache and their buffers are
-# reused, where whole-map buffers (100 MB at 800x1344) are page-faulted
-# anew by every op (measured at 800x1344, 2 threads: GELU 0.5 vs 1.3
-# GElements/s). 4096 and 8192 rows per block were best on 1 and 2 threads.
-CHUNK_ROWS_PER_THREAD = 4096
+# On CPU, work on big maps is split into blocks of token rows whose 4C-wide
+# MLP activations hold about this many floats per thread (4096 rows of
+# Swin-T's first stage, 6 MB): they then stay in cache and, below glibc's
+# 32 MB limit for reusing freed memory, their buffers are reused, where
+# whole-map buffers are page-faulted anew by every op (measured at
+# 800x1344 on 2 threads: GELU 0.5 vs 1.3 GElements/s, backbone 1.3x).
+CHUNK_FLOATS_PER_THREAD = 4096 * 384
 
 
-def row_blocks(rows: int, device: torch.device) -> List[slice]:
+def chunk_rows(hidden_dim: int) -> int:
+    """Rows per block on CPU for an MLP of ``hidden_dim`` hidden channels."""
+    return max(CHUNK_FLOATS_PER_THREAD * torch.get_num_threads() //
+               hidden_dim, 1)
+
+
+def row_blocks(rows: int, hidden_dim: int,
+               device: torch.device) -> List[slice]:
     """Row blocks for ``rows`` rows: cache-sized on CPU, one on GPUs (whose
     caching allocator reuses buffers anyway)."""
-    step = rows
-    if device.type == 'cpu':
-        step = CHUNK_ROWS_PER_THREAD * torch.get_num_threads()
+    step = chunk_rows(hidden_dim) if device.type == 'cpu' else rows
     return [slice(i, min(i + step, rows)) for i in range(0, rows, step)]
 
 
@@ -44,7 +50,7 @@ class _GeluMlp(torch.autograd.Function):
         b2c = None if b2 is None else b2.to(dtype)
         out = h.new_empty(h.shape[0], w2.shape[0])
         with torch.autocast(x.device.type, enabled=False):
-            for rows in row_blocks(h.shape[0], h.device):
+            for rows in row_blocks(h.shape[0], h.shape[1], h.device):
                 hidden = F.gelu(h[rows])
                 if b2c is None:
                     torch.mm(hidden, w2c.t(), out=out[rows])
@@ -66,7 +72,7 @@ class _GeluMlp(torch.autograd.Function):
         gw2 = h.new_zeros(w2.shape) if need[3] else None
         gb1 = h.new_zeros(h.shape[1]) if need[2] else None
         gb2 = grad.sum(0) if need[4] else None
-        for rows in row_blocks(h.shape[0], h.device):
+        for rows in row_blocks(h.shape[0], h.shape[1], h.device):
             g, hb = grad[rows], h[rows]
             if gw2 is not None:
                 gw2.addmm_(g.t(), F.gelu(hb))

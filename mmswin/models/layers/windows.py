@@ -316,13 +316,17 @@ def _reorder_indices(src: TokenLayout, dst: TokenLayout
     return _cached(key, lambda: (src.rank[dst.order], dst.rank[src.order]))
 
 
-def change_layout(x: torch.Tensor, src: TokenLayout,
-                  dst: TokenLayout) -> torch.Tensor:
+def change_layout(x: torch.Tensor, src: TokenLayout, dst: TokenLayout,
+                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Rows in layout ``src`` -> the same tokens in layout ``dst`` (one
-    gather: the cyclic shift and the window partition together)."""
+    gather: the cyclic shift and the window partition together), written
+    to ``out`` (not ``x``) when given, without autograd."""
     if src is dst:
         return x
-    return gather_rows(x, *_reorder_indices(src, dst))
+    index, inverse = _reorder_indices(src, dst)
+    if out is not None:
+        return torch.index_select(x, 0, index, out=out)
+    return gather_rows(x, index, inverse)
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:

@@ -91,6 +91,7 @@ def machine(device: torch.device) -> Dict[str, object]:
     info: Dict[str, object] = dict(
         cpu=cpu, cpu_count=os.cpu_count(), threads=torch.get_num_threads(),
         torch=torch.__version__, python=platform.python_version(),
+        omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', 'default'),
         device=str(device))
     if device.type == 'cuda':
         info['gpu'] = torch.cuda.get_device_name(device)

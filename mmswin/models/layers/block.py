@@ -115,8 +115,8 @@ class SwinBlock(nn.Module):
                 f'{self.shift_size}; build it with token_layout(..., '
                 f'{self.window_size}, {self.shift_size}, device)')
         if torch.is_grad_enabled():
-            out = None
-        if torch.is_grad_enabled() or self.training or x.device.type != 'cpu':
+            return self._forward_windows(x, layout.windows, layout.batch)
+        if self.training or x.device.type != 'cpu':
             return self._forward_windows(x, layout.windows, layout.batch,
                                          out=out)
         if out is None:
@@ -211,21 +211,22 @@ class SwinStage(nn.Module):
         # each block overwrites its input, each change of layout gathers
         # into the other buffer (fresh maps over 32 MB are page-faulted
         # anew by every op: 1600x2688 took 4.4x the time of 800x1344).
+        in_place = not torch.is_grad_enabled()
         spare = None
         for i, block in enumerate(self.blocks):
             target = layouts[block.shift_size]
-            if torch.is_grad_enabled() or target is layout:
-                x = change_layout(x, layout, target)
-            else:
+            if in_place and target is not layout:
                 spare = torch.empty_like(x) if spare is None else spare
                 x, spare = change_layout(x, layout, target, out=spare), x
-            layout = target
-            if self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, layout, use_reentrant=False)
-            elif torch.is_grad_enabled():
-                x = block(x, layout)
             else:
+                x = change_layout(x, layout, target)
+            layout = target
+            if in_place:
                 x = block(x, layout, out=x)
+            elif self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, layout, use_reentrant=False)
+            else:
+                x = block(x, layout)
             if self.extra_norm_every and (i + 1) % self.extra_norm_every == 0:
                 x = self.extra_norms[(i + 1) // self.extra_norm_every - 1](x)
         return leave_layout(x, layout)

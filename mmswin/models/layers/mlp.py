@@ -57,7 +57,6 @@ class _GeluMlp(torch.autograd.Function):
                 else:
                     torch.addmm(b2c, hidden, w2c.t(), out=out[rows])
         ctx.save_for_backward(x, h, w1, w2)
-        ctx.has_bias = (b1 is not None, b2 is not None)
         return out
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""tools/train.py, tools/test.py and tools/dist_train.sh on the toy COCO
+"""tools/train.py, tools/test.py and tools/dist_*.sh on the toy COCO
 detectors: a few real iterations each, then COCO metrics from the saved
 checkpoint. Runs as subprocesses, the way users run the tools.
 """
@@ -127,6 +127,16 @@ def test_dist_train_two_processes_on_gloo(toy_root, tmp_path):
     assert re.findall(r'Epoch\(train\) \[1\]\[(\d+)/(\d+)\]',
                       log)[-1] == ('2', '2')
     assert osp.isfile(tmp_path / 'epoch_1.pth')
+
+    # tools/dist_test.sh on the same 2 processes evaluates that checkpoint.
+    result = subprocess.run(
+        ['bash', 'tools/dist_test.sh', MASK_RCNN,
+         str(tmp_path / 'epoch_1.pth'), '2', '--work-dir',
+         str(tmp_path / 'test'), '--cfg-options', *options],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert re.search(r'coco/bbox_mAP: [\d.]+', log), log[-3000:]
 
 
 # -- clear errors instead of tracebacks ---------------------------------------

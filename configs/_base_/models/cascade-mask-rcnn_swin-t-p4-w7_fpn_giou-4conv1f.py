@@ -4,24 +4,13 @@
 # boxes. mmdet's cascade base already has the per-stage target stds, the
 # stage loss weights (1, 0.5, 0.25), IoU thresholds 0.5/0.6/0.7, RPN
 # SmoothL1 (beta 1/9) and 2000 training proposals.
-_base_ = 'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py'
-
-custom_imports = dict(imports=['mmswin'], allow_failed_imports=False)
+_base_ = ['mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py', './swin-t-p4-w7.py']
 
 _stage_target_stds = ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
                       [0.033, 0.033, 0.067, 0.067])
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='mmswin.SwinTransformer',
-        arch='tiny',
-        window_size=7,
-        out_indices=(0, 1, 2, 3),
-        init_cfg=dict(
-            type='Pretrained',
-            checkpoint='https://github.com/SwinTransformer/storage/releases/'
-            'download/v1.0.0/swin_tiny_patch4_window7_224.pth')),
-    neck=dict(in_channels=[96, 192, 384, 768]),
+    backbone=_base_.swin_t_backbone,
+    neck=dict(in_channels=_base_.swin_t_channels),
     roi_head=dict(bbox_head=[
         dict(
             type='ConvFCBBoxHead',

@@ -10,17 +10,31 @@ PYTEST_ARGS ?=
 # several processes (DDP tests, data workers) spinning is many times slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install test demo demo-seg bench lint clean
+.PHONY: install test demo demo-seg bench lint clean gpu-check
 
 install: $(STAMP)
 
 # constraints.txt pins torch to the local 2.13.0 wheel, so no step can pull in
 # another torch; mmcv is compiled with its CPU ops once (pip caches the wheel).
+# That stack cannot use a GPU: where nvidia-smi sees one, stop and say what to
+# run instead (the `+` runs this check under `make -n` too), unless
+# CPU_ONLY=1 asks for the CPU stack anyway.
+CPU_ONLY ?=
 $(STAMP): setup.py constraints.txt
+	+@if [ "$(CPU_ONLY)" != 1 ] && nvidia-smi -L >/dev/null 2>&1; then \
+	  echo 'make install: nvidia-smi sees a GPU, but this target builds a' \
+	    'CPU-only stack (CPU torch, mmcv without CUDA ops).' >&2; \
+	  echo 'For the GPU, install into an environment with CUDA torch' \
+	    '(README: "Install into an existing environment (GPU)"):' >&2; \
+	  echo '  pip install -U openmim && mim install "mmcv>=2.0.0,<2.2.0"' >&2; \
+	  echo '  pip install -e ".[openmmlab]"' >&2; \
+	  echo 'For the CPU-only stack anyway: make install CPU_ONLY=1' >&2; \
+	  exit 1; \
+	fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0 mmengine wheel setuptools numpy
 	$(MMCV_BUILD) $(PIP) --no-build-isolation mmcv
-	$(PIP) -e ".[tests]"
+	$(PIP) -e ".[openmmlab,tests,deploy]"
 	$(BIN)/python -c "import torch, mmcv.ops, mmdet, mmseg, mmswin; \
 	  assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
@@ -55,6 +69,17 @@ demo-seg: install
 	$(BIN)/python tools/test.py $(SEG_TOY) \
 	  $$(cat $(SEG_WORK)/last_checkpoint) --work-dir $(SEG_WORK) \
 	  --show-dir $(abspath $(SEG_WORK))/vis
+
+# The CUDA checks in one command, under 10 minutes on one GPU: the tests that
+# take the `device` fixture (parity, gradients, fp16/bf16 autocast, export)
+# with --device cuda, the quick benchmarks on CUDA, and one summary file,
+# $(GPU_CHECK_OUT)/summary.md. Without CUDA it says so and exits 0. Runs
+# with GPU_PYTHON, by default the active `python` if it has torch, else .venv.
+GPU_PYTHON ?=
+GPU_CHECK_OUT ?= work_dirs/gpu_check
+gpu-check:
+	@py="$(GPU_PYTHON)"; [ -n "$$py" ] || py=$$(bash tools/find_python.sh) \
+	  && "$$py" tools/misc/gpu_check.py --out $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) work_dirs data/toy

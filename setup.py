@@ -19,21 +19,29 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(include=['mmswin', 'mmswin.*']),
     python_requires='>=3.8',
+    # What `import mmswin` needs (tests/test_install.py checks the imports).
+    # mmcv, mmdet and mmseg serve the configs and tools: the `openmmlab`
+    # extra, so pip never swaps a GPU user's torch or CUDA-built mmcv.
     install_requires=[
         'torch>=2.1',
         'mmengine>=0.10.0,<1.0',
-        'mmcv>=2.0.0,<2.2.0',
-        'mmdet>=3.0.0,<3.4.0',
-        'mmsegmentation>=1.0.0,<1.3.0',
-        'numpy<2',
+        'numpy',
         'safetensors',
     ],
     extras_require={
+        'openmmlab': [
+            'mmcv>=2.0.0,<2.2.0',
+            'mmdet>=3.0.0,<3.4.0',
+            'mmsegmentation>=1.0.0,<1.3.0',
+        ],
         'tests': [
             'pytest', 'hypothesis', 'transformers', 'ruff', 'pycocotools',
             'shapely', 'scipy', 'terminaltables', 'prettytable', 'ftfy',
             'regex', 'matplotlib',
         ],
+        # Export and deployment (tools/deployment, tests/test_export_*).
+        'deploy': ['onnx>=1.17', 'onnxruntime>=1.20', 'onnxscript>=0.2',
+                   'openvino>=2025.0'],
     },
     license='Apache-2.0',
     zip_safe=False,

@@ -68,7 +68,11 @@ param_scheduler = [
 ]
 train_cfg = dict(max_iters=max_iters)
 
-train_dataloader = dict(batch_size=2)
+# Each sample draws its augmentations from its own seed, so a run resumed
+# with --resume sees those of the uninterrupted run (any number of
+# persistent workers).
+train_dataloader = dict(
+    batch_size=2, batch_sampler=dict(type='mmswin.ResumableBatchSampler'))
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
 

@@ -6,6 +6,7 @@ scope ``'mmswin'``. A config whose ``default_scope`` is ``'mmdet'`` or
 scope prefix makes mmengine search the root's children for ``'mmswin'``, so
 neither mmdet nor mmseg is patched.
 """
+from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
@@ -46,6 +47,9 @@ MODELS = ScopeRegistry(
     locations=['mmswin.models'])
 HOOKS = ScopeRegistry(
     'hook', parent=MMENGINE_HOOKS, scope='mmswin',
+    locations=['mmswin.engine'])
+DATA_SAMPLERS = ScopeRegistry(
+    'data sampler', parent=MMENGINE_DATA_SAMPLERS, scope='mmswin',
     locations=['mmswin.engine'])
 OPTIM_WRAPPERS = ScopeRegistry(
     'optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmswin',

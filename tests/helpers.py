@@ -1,7 +1,27 @@
-"""Shared test helpers."""
-from typing import List, Sequence
+"""Helpers shared by the test modules (their fixtures are in conftest.py).
+
+Test modules import from here, never from each other.
+"""
+import importlib.util
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+from types import ModuleType
+from typing import List, NamedTuple, Optional, Sequence
 
 import torch
+
+# The repository root: configs/, tools/ and the README are found from here.
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# The toy configs (relative to ROOT) that train in seconds on a CPU.
+TOY_DET_CONFIG = 'configs/toy/mask-rcnn_swin-toy_fpn_toy-coco.py'
+TOY_SEG_CONFIG = 'configs/toy/upernet_swin-toy_toy-ade.py'
+# Tools run as subprocesses: no warning noise, one OpenMP thread each (the
+# cores are shared), and the launchers (tools/dist_*.sh) use this Python.
+TOOL_ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1',
+                PYTHON=sys.executable)
 
 
 def max_abs_diff(a: Sequence[torch.Tensor],
@@ -28,3 +48,82 @@ def randomize_(module: torch.nn.Module, std: float = 0.05,
                     name == 'weight')
                 p.copy_(1 + noise if is_norm_scale else noise)
     return module
+
+
+# -- tools/ scripts -----------------------------------------------------------
+def load_tool(relative_path: str) -> ModuleType:
+    """Import a script such as ``tools/test.py`` by its path from the repo
+    root (``test`` would clash with the standard library's package as a
+    plain import, and tools/ is no package)."""
+    name = 'tool_' + relative_path.replace('/', '_').replace('.', '_')
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(ROOT, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class ToolRun(NamedTuple):
+    """Exit status and the combined stdout + stderr of a subprocess."""
+    returncode: int
+    log: str
+
+
+def run_tool(argv: Sequence[str], timeout: float = 600,
+             env: Optional[dict] = None) -> ToolRun:
+    """Run ``argv`` from the repo root with TOOL_ENV (or ``env``)."""
+    result = subprocess.run(list(argv), cwd=ROOT, env=env or TOOL_ENV,
+                            capture_output=True, text=True, timeout=timeout)
+    return ToolRun(result.returncode, result.stdout + result.stderr)
+
+
+def run_tool_ok(argv: Sequence[str], timeout: float = 600,
+                env: Optional[dict] = None) -> str:
+    """run_tool that must exit 0; returns the log."""
+    code, log = run_tool(argv, timeout, env)
+    assert code == 0, log[-3000:]
+    return log
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for a torch.distributed rendezvous.
+    """
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+# -- configs and toy data -----------------------------------------------------
+def config_path(name: str) -> str:
+    """The absolute path of ``configs/<name>.py``."""
+    return osp.join(ROOT, 'configs', name + '.py')
+
+
+def load_config(name: str):
+    """The mmengine Config of ``configs/<name>.py``."""
+    from mmengine.config import Config
+    return Config.fromfile(config_path(name))
+
+
+def sync_bn_to_bn(cfg) -> None:
+    """The CPU override of the UperNet configs: both heads' SyncBN become
+    BN (SyncBN needs a process group to train)."""
+    for head in ('decode_head', 'auxiliary_head'):
+        assert cfg.model[head].norm_cfg.type == 'SyncBN'
+        cfg.model[head].norm_cfg.type = 'BN'
+
+
+def coco_data_options(root: str) -> List[str]:
+    """--cfg-options pointing a toy COCO config's loaders and evaluators at
+    the toy data under ``root``."""
+    options = [f'{loader}.dataset.data_root={root}/' for loader in (
+        'train_dataloader', 'val_dataloader', 'test_dataloader')]
+    options += [f'{evaluator}.ann_file={root}/annotations/val.json'
+                for evaluator in ('val_evaluator', 'test_evaluator')]
+    return options
+
+
+def ade_data_options(root: str) -> List[str]:
+    """--cfg-options pointing a toy ADE20K config's loaders at ``root``."""
+    return [f'{loader}.dataset.data_root={root}' for loader in (
+        'train_dataloader', 'val_dataloader', 'test_dataloader')]

@@ -3,7 +3,8 @@ implementations given the same weights.
 
 Measured (CPU, fp32, random weights): max abs diff vs mmdet's and mmseg's
 backbones <= 1e-5 at 224x224, 97x131 and 800x1333 on all four outputs, in
-both attention paths; vs HF transformers' SwinBackbone <= 1e-5 at 448x448.
+both attention paths, on the plain path and on the CPU fast path; vs HF
+transformers' SwinBackbone <= 1e-5 at 448x448.
 The asserted bound is the issue's 1e-4.
 """
 import pytest
@@ -12,6 +13,7 @@ from helpers import max_abs_diff, randomize_
 
 from mmswin.checkpoint.layouts import from_openmmlab
 from mmswin.models import SwinTransformer
+from mmswin.models.cpu_fast_path import row_ops
 
 TOL = 1e-4
 TINY = dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
@@ -29,23 +31,32 @@ def _openmmlab_backbone(library: str):
 
 
 @pytest.fixture(scope='module', params=['mmdet', 'mmseg'])
-def openmmlab_pair(request):
+def openmmlab_pair(request, device):
     theirs = _openmmlab_backbone(request.param)
     ours = SwinTransformer(arch='tiny', drop_path_rate=0.).eval()
     missing, unexpected = ours.load_state_dict(
         from_openmmlab(theirs.state_dict()), strict=True)
     assert not missing and not unexpected
-    return request.param, theirs, ours
+    return request.param, theirs.to(device), ours.to(device)
+
+
+def set_cpu_fast_path(model: SwinTransformer, enabled: bool) -> None:
+    """Switch the CPU fast path of every stage of a built backbone."""
+    for stage in model.layers:
+        stage.cpu_fast_path = enabled
 
 
 @pytest.mark.parametrize('size', [(224, 224), (97, 131), (800, 1333)])
 @pytest.mark.parametrize('attn_impl', ['sdpa', 'math'])
-def test_parity_with_openmmlab(openmmlab_pair, size, attn_impl):
+@pytest.mark.parametrize('fast', [True, False], ids=['fast', 'plain'])
+def test_parity_with_openmmlab(openmmlab_pair, size, attn_impl, fast,
+                               device):
     library, theirs, ours = openmmlab_pair
+    set_cpu_fast_path(ours, fast)
     for block in ours.modules():
         if hasattr(block, 'attn_impl'):
             block.attn_impl = attn_impl
-    x = torch.randn(1, 3, *size)
+    x = torch.randn(1, 3, *size, device=device)
     with torch.no_grad():
         expected = theirs(x)
         got = ours(x)
@@ -63,27 +74,30 @@ def test_output_shapes_follow_ceil_division():
         h, w = -(-h // 2), -(-w // 2)
 
 
-@pytest.mark.parametrize('chunk_rows', [None, 37])
-def test_gradients_match_mmdet(monkeypatch, chunk_rows):
+@pytest.mark.parametrize('chunk_rows,fast', [(None, True), (37, True),
+                                              (None, False)])
+def test_gradients_match_mmdet(monkeypatch, chunk_rows, fast, device):
     """Training: every parameter's gradient and the input's equal those of
-    mmdet's backbone (same weights), also with the MLP run in many row
-    blocks. Measured max abs diff ~1e-6 for gradients of order 1."""
-    from mmswin.models.layers import mlp
+    mmdet's backbone (same weights), on the plain path and on the CPU fast
+    path, also with its MLP run in many row blocks. Measured max abs diff
+    ~1e-6 for gradients of order 1."""
     if chunk_rows:
         # blocks of 37 rows of the first stage (4C = 384 hidden channels)
-        monkeypatch.setattr(mlp, 'CHUNK_FLOATS_PER_THREAD', chunk_rows * 384)
+        monkeypatch.setattr(row_ops, 'CHUNK_FLOATS_PER_THREAD',
+                            chunk_rows * 384)
     theirs = _openmmlab_backbone('mmdet')
     ours = SwinTransformer(arch='tiny', drop_path_rate=0.)
+    set_cpu_fast_path(ours, fast)
     ours.load_state_dict(from_openmmlab(theirs.state_dict()))
-    theirs.train()
-    ours.train()
-    x = torch.randn(2, 3, 97, 131)
+    theirs.to(device).train()
+    ours.to(device).train()
+    x = torch.randn(2, 3, 97, 131, device=device)
     grads = []
     for model in (theirs, ours):
         xi = x.clone().requires_grad_()
         outs = model(xi)
-        loss = sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum()
-                   for o in outs)
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), device=device)
+                    .view_as(o)).sum() for o in outs)
         loss.backward()
         params = {n: p.grad for n, p in model.named_parameters()}
         grads.append((xi.grad, params))
@@ -103,9 +117,9 @@ def test_inference_in_small_row_blocks_matches(openmmlab_pair, monkeypatch):
     stage's own buffers: with blocks of a few windows (many per stage,
     padded and shift-masked windows split among them) the outputs still
     equal the reference's and the caller's input is untouched."""
-    from mmswin.models.layers import mlp
     library, theirs, ours = openmmlab_pair
-    monkeypatch.setattr(mlp, 'CHUNK_FLOATS_PER_THREAD', 50 * 384)
+    set_cpu_fast_path(ours, True)
+    monkeypatch.setattr(row_ops, 'CHUNK_FLOATS_PER_THREAD', 50 * 384)
     x = torch.randn(2, 3, 97, 131)
     before = x.clone()
     with torch.no_grad():

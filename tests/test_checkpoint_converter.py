@@ -1,30 +1,26 @@
 """tools/model_converters/convert_checkpoint.py round-trips: a checkpoint
 of each layout, converted to mmswin's ``.pth`` or ``.safetensors``, loads
 back into mmswin with every tensor equal to the source model's."""
-import importlib.util
 import re
-import subprocess
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
-from test_checkpoint_layouts import (
+from helpers import load_tool, run_tool
+from layout_factories import (
     make_model,
     official_layout,
     openmmlab_layout,
     timm_layout,
     torchvision_layout,
 )
-from test_checkpoint_safety import ROOT, _clean_env
+from safetensors.torch import load_file
 
 from mmswin.checkpoint import load_pretrained, read_checkpoint
 
-TOOL = f'{ROOT}/tools/model_converters/convert_checkpoint.py'
-_spec = importlib.util.spec_from_file_location('convert_checkpoint', TOOL)
-converter = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(converter)
+TOOL = 'tools/model_converters/convert_checkpoint.py'
+converter = load_tool(TOOL)
 
 
 CASES = {
@@ -89,12 +85,11 @@ def test_cli_window_size(tmp_path):
     source = make_model()
     src, dst = tmp_path / 'src.pth', tmp_path / 'dst.safetensors'
     torch.save({'model': official_layout(source.state_dict())}, src)
-    result = subprocess.run(
+    code, log = run_tool(
         [sys.executable, TOOL, str(src), str(dst), '--window-size', '7'],
-        cwd=ROOT, env=_clean_env(), capture_output=True, text=True,
         timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert 'layout: official (Swin V1)' in result.stdout
+    assert code == 0, log[-2000:]
+    assert 'layout: official (Swin V1)' in log
     state = load_file(str(dst))
     key = 'layers.2.blocks.1.attn.relative_position_bias_table'
     table = source.state_dict()[key]

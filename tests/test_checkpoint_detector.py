@@ -16,16 +16,14 @@ The toy configs are the paper configs shrunk (C=32), so every module type
 of the full models is present.
 """
 import re
-import subprocess
 import sys
 
 import pytest
 import torch
-from helpers import max_abs_diff, randomize_
+from helpers import ROOT, max_abs_diff, randomize_, run_tool
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from mmengine.runner import load_checkpoint
-from test_checkpoint_safety import ROOT, _clean_env
 
 CONFIGS = {
     'mask-rcnn': 'configs/toy/mask-rcnn_swin-toy_fpn_toy-coco.py',
@@ -139,27 +137,21 @@ def test_openmmlab_full_checkpoint_gives_same_outputs(tmp_path, name):
     assert max(diffs) <= 1e-4, diffs
 
 
-def test_tools_test_runs_an_openmmlab_segmentor_checkpoint(tmp_path):
+def test_tools_test_runs_an_openmmlab_segmentor_checkpoint(tmp_path,
+                                                          make_toy_ade):
     """``tools/test.py CONFIG CHECKPOINT`` with an mmseg 1.x checkpoint
     (mmseg's own Swin) on two toy images: the hook converts the backbone
     and nothing is reported missing."""
-    data = tmp_path / 'data'
-    subprocess.run([sys.executable, 'tools/misc/make_toy_data.py', '--out',
-                    str(data), '--kind', 'ade', '--num-train', '1',
-                    '--num-val', '2'], cwd=ROOT, env=_clean_env(),
-                   check=True, capture_output=True, timeout=300)
+    data = make_toy_ade(num_train=1, num_val=2)
     cfg, _ = _build('upernet', seed=0)
     _, theirs = _build('upernet', seed=1, backbone=_openmmlab_swin(cfg))
     path = tmp_path / 'mmseg.pth'
     torch.save({'meta': {}, 'state_dict': theirs.state_dict()}, path)
-    result = subprocess.run(
+    code, log = run_tool(
         [sys.executable, 'tools/test.py', CONFIGS['upernet'], str(path),
          '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-         f'test_dataloader.dataset.data_root={data}/ade'],
-        cwd=ROOT, env=_clean_env(), capture_output=True, text=True,
-        timeout=600)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
+         f'test_dataloader.dataset.data_root={data}'])
+    assert code == 0, log[-3000:]
     assert "mmswin: loaded weights under 'backbone.' into SwinTransformer" \
         in log
     assert 'layout: openmmlab (Swin V1)' in log

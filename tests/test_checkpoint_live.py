@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import max_abs_diff, randomize_
-from test_checkpoint_layouts import ARCH
+from layout_factories import ARCH
 
 from mmswin.checkpoint import load_pretrained
 from mmswin.models import SwinTransformer, SwinTransformerV2

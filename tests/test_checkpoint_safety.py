@@ -17,16 +17,15 @@ import textwrap
 
 import pytest
 import torch
+from helpers import ROOT, TOOL_ENV
+from layout_factories import make_model, official_layout
 from mmengine.runner import load_checkpoint
-from test_checkpoint_layouts import make_model, official_layout
 
 from mmswin.checkpoint import (
     CorruptCheckpointError,
     UnsafeCheckpointError,
     load_pretrained,
 )
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 class CreatesFile:
@@ -40,10 +39,10 @@ class CreatesFile:
 
 
 def _clean_env() -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith('TORCH_FORCE')}
-    env['PYTHONPATH'] = ROOT
-    return env
+    """The tools' environment with torch's own weights_only default: no
+    inherited TORCH_FORCE_* switch may turn the safety off (or on)."""
+    return {k: v for k, v in TOOL_ENV.items()
+            if not k.startswith('TORCH_FORCE')}
 
 
 @pytest.fixture

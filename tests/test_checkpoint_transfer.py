@@ -6,8 +6,8 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from layout_factories import make_model, official_layout, timm_layout
 from mmengine.logging import MMLogger
-from test_checkpoint_layouts import make_model, official_layout, timm_layout
 
 from mmswin.checkpoint import (
     CheckpointError,

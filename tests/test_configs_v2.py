@@ -4,15 +4,20 @@ backbone of configs/_base_/models/swinv2-t-w16.py, nothing else changed.
 Their mmdet builds and test-mode forwards run in test_det_configs.py (it
 covers every mmdet config); the mmseg ones run here.
 """
-import os.path as osp
+import re
+import sys
 
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
-from test_seg_configs import sync_bn_to_bn
+from helpers import (
+    TOY_DET_CONFIG,
+    coco_data_options,
+    run_tool_ok,
+    sync_bn_to_bn,
+)
+from helpers import load_config as load
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 URL = 'https://github.com/SwinTransformer/storage/releases/download/v2.0.0/'
 ARCH = {'t': 'tiny', 's': 'small', 'b': 'base'}
 
@@ -33,10 +38,6 @@ V2_CONFIGS = {
     },
 }
 HELPERS = ('swinv2_backbone', 'swinv2_no_decay')
-
-
-def load(name: str) -> Config:
-    return Config.fromfile(osp.join(ROOT, 'configs', name + '.py'))
 
 
 @pytest.mark.parametrize('name', sorted(V2_CONFIGS))
@@ -99,26 +100,19 @@ def test_v2_segmentation_config_runs_inference(arch):
     assert torch.isfinite(result.seg_logits.data).all()
 
 
-def test_toy_training_with_a_v2_backbone(tmp_path):
+def test_toy_training_with_a_v2_backbone(make_toy_coco, tmp_path):
     """3 iterations of the toy Mask R-CNN through tools/train.py with
     SwinTransformerV2 as the backbone: finite, logged losses."""
-    import re
-    import sys
-
-    from test_tools_train import MASK_RCNN, data_options, load_tool, run
-    root = str(tmp_path / 'coco')
-    load_tool('tools/misc/toy_coco.py').make_coco_toy(
-        root, seed=3, num_train=6, num_val=2)
-    options = data_options(root) + [
+    root = make_toy_coco(seed=3, num_train=6, num_val=2)
+    options = coco_data_options(root) + [
         'model.backbone.type=mmswin.SwinTransformerV2',
         'model.backbone.window_size=8', 'train_dataloader.batch_size=2',
         'train_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False', 'train_cfg.max_epochs=1',
         'train_cfg.val_begin=2', 'default_hooks.logger.interval=1']
-    code, log = run([sys.executable, 'tools/train.py', MASK_RCNN,
-                     '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-                     *options])
-    assert code == 0, log[-3000:]
+    log = run_tool_ok([sys.executable, 'tools/train.py', TOY_DET_CONFIG,
+                       '--work-dir', str(tmp_path / 'work'), '--cfg-options',
+                       *options])
     assert 'SwinTransformerV2' in log
     losses = [float(x) for x in re.findall(r'  loss: ([\d.]+)', log)]
     assert len(losses) == 3 and all(0 < x < 100 for x in losses), losses

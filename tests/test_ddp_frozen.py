@@ -9,7 +9,6 @@ fail in the reports (mmdet 8724, 8258, 10157): the same run must then
 raise that error, so the test can tell the two apart.
 """
 import os.path as osp
-import socket
 from typing import Dict
 
 import pytest
@@ -17,6 +16,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
+from helpers import free_port
 from torch.nn.parallel import DistributedDataParallel
 
 from mmswin.models import SwinTransformer
@@ -82,16 +82,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope='module')
 def ranks(tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp('ddp'))
-    mp.spawn(_worker, args=(_free_port(), out_dir), nprocs=WORLD_SIZE,
+    mp.spawn(_worker, args=(free_port(), out_dir), nprocs=WORLD_SIZE,
              join=True)
     return [torch.load(osp.join(out_dir, f'rank{r}.pth'))
             for r in range(WORLD_SIZE)]

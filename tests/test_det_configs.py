@@ -9,9 +9,9 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from helpers import ROOT, config_path
 from mmengine.config import Config
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 URL = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/'
 A_SCALES = [(short, 1333) for short in range(480, 801, 32)]
 B_SCALES = [(400, 1333), (500, 1333), (600, 1333)]
@@ -72,15 +72,15 @@ def _load(path: str) -> Config:
 
 def detection_configs():
     """Every shipped detection config, relative to the repo."""
-    paths = glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
+    paths = glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
                       recursive=True)
-    return sorted(osp.relpath(p, REPO) for p in paths
+    return sorted(osp.relpath(p, ROOT) for p in paths
                   if '_base_' not in p.split(osp.sep)
                   and osp.basename(p).startswith(DETECTORS))
 
 
 def paper_config(name: str) -> Config:
-    return _load(osp.join(REPO, 'configs', name + '.py'))
+    return _load(config_path(name))
 
 
 def test_every_paper_config_is_shipped():
@@ -101,7 +101,7 @@ def test_config_builds_and_predicts(path):
     from mmdet.registry import MODELS
     from mmdet.structures import DetDataSample
     from mmengine.registry import init_default_scope
-    cfg = _load(osp.join(REPO, path))
+    cfg = _load(osp.join(ROOT, path))
     assert cfg.default_scope == 'mmdet'
     cfg.model.backbone.init_cfg = None
     # 20 proposals instead of 1000: the cascade heads are costly on a CPU.
@@ -271,7 +271,7 @@ def test_multi_scale_crop_policy_sizes():
 
 def test_metafile_lists_the_published_numbers():
     import yaml
-    with open(osp.join(REPO, 'configs', 'metafile.yml')) as f:
+    with open(osp.join(ROOT, 'configs', 'metafile.yml')) as f:
         index = yaml.safe_load(f)
     models = {m['Name']: m for m in index['Models']}
     collections = {c['Name'] for c in index['Collections']}
@@ -279,7 +279,7 @@ def test_metafile_lists_the_published_numbers():
         model = models[name]
         box, mask, params, flops = PUBLISHED[AMP.get(name, name)]
         assert model['Config'] == f'configs/{name}.py'
-        assert osp.isfile(osp.join(REPO, model['Config']))
+        assert osp.isfile(osp.join(ROOT, model['Config']))
         assert model['In Collection'] in collections
         metrics = {k: v for result in model['Results']
                    for k, v in result['Metrics'].items()}

@@ -81,13 +81,14 @@ def stressed_models() -> Dict[str, SwinTransformer]:
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize('arch, size', [('tiny', 64), ('base', 32)])
 def test_autocast_forward_backward_finite_under_stress(arch, size, dtype,
-                                                       stressed_models):
+                                                       stressed_models,
+                                                       device):
     if arch not in stressed_models:
-        stressed_models[arch] = stressed_swin(arch)
+        stressed_models[arch] = stressed_swin(arch).to(device)
     model = stressed_models[arch]
     model.zero_grad(set_to_none=True)
-    x = stressed_input(size).requires_grad_()
-    with torch.autocast('cpu', dtype=dtype):
+    x = stressed_input(size).to(device).requires_grad_()
+    with torch.autocast(device.type, dtype=dtype):
         outs = model(x)
         loss = sum(o.float().pow(2).mean() for o in outs)
     loss.backward()
@@ -103,10 +104,10 @@ def test_autocast_forward_backward_finite_under_stress(arch, size, dtype,
         assert torch.isfinite(p.grad).all(), name
 
 
-def test_math_attention_finite_under_fp16_stress():
-    model = stressed_swin('tiny', attn_impl='math')
-    with torch.no_grad(), torch.autocast('cpu', dtype=torch.float16):
-        outs = model(stressed_input(64))
+def test_math_attention_finite_under_fp16_stress(device):
+    model = stressed_swin('tiny', attn_impl='math').to(device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16):
+        outs = model(stressed_input(64).to(device))
     assert all(torch.isfinite(o).all() for o in outs)
 
 

@@ -1,13 +1,19 @@
 """Faults mid-training: a killed run resumes to the uninterrupted weights.
 
 A tiny Swin classifier trains under mmengine's Runner with
-``mmswin.ResumableCheckpointHook``. Faults are injected at exact points in a
-child process (``python tests/test_reliability_resume.py ...``), which then
-dies by SIGKILL: in the middle of an iteration, half-way through writing a
-checkpoint file, and half-way through writing ``last_checkpoint``. The
-resumed run must end at the same iteration with the same weights as an
-uninterrupted run (deterministic mode; the max abs diff is asserted).
-mmengine's own CheckpointHook under the same faults is the control.
+``mmswin.ResumableCheckpointHook`` and ``mmswin.ResumableBatchSampler``.
+Faults are injected at exact points in a child process (``python
+tests/test_reliability_resume.py ...``), which then dies by SIGKILL: in the
+middle of an iteration, half-way through writing a checkpoint file, and
+half-way through mmengine's rewrite of ``last_checkpoint``. The resumed run
+must end at the same iteration with the same weights as an uninterrupted
+run (deterministic mode; the max abs diff is asserted). mmengine's own
+CheckpointHook under the same faults is the control. (Kills at random
+moments with data-loading workers: tests/test_resume_workers.py.)
+
+The engine extends mmengine through public hook and wrapper methods only;
+the last tests check that, so an mmengine upgrade cannot silently bypass
+it.
 """
 import argparse
 import builtins
@@ -24,13 +30,19 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dataset import DefaultSampler
 from mmengine.evaluator import BaseMetric, Evaluator
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-from mmswin.engine import atomic_write_bytes
+from mmswin.engine import (
+    AutocastOptimWrapper,
+    ResumableBatchSampler,
+    ResumableCheckpointHook,
+    atomic_write_bytes,
+)
 from mmswin.engine.atomic_io import partial_path, remove_partial_files
 from mmswin.models import SwinTransformer
 
@@ -145,8 +157,7 @@ def die_half_way_through_writing(name: str, spare: int = 0) -> None:
 
 def build_runner(work_dir: str, hook: str = 'mmswin.ResumableCheckpointHook',
                  by_epoch: bool = False, resume: bool = False,
-                 fault: Optional[Hook] = None,
-                 load_from: Optional[str] = None) -> Runner:
+                 fault: Optional[Hook] = None) -> Runner:
     """``MAX_ITERS`` iterations (by_epoch: 3 epochs of 4, validating after
     each), checkpointing every 2 iterations (every epoch) and keeping only
     the newest checkpoint."""
@@ -167,8 +178,9 @@ def build_runner(work_dir: str, hook: str = 'mmswin.ResumableCheckpointHook',
         model=TinySwinClassifier(),
         work_dir=work_dir,
         experiment_name=f'resume_{uuid.uuid4().hex}',
-        train_dataloader=dict(loader,
-                              sampler=dict(type=sampler, shuffle=True)),
+        train_dataloader=dict(
+            loader, sampler=dict(type=sampler, shuffle=True),
+            batch_sampler=dict(type='mmswin.ResumableBatchSampler')),
         train_cfg=loop,
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
         param_scheduler=dict(type='LinearLR', start_factor=0.1,
@@ -180,7 +192,6 @@ def build_runner(work_dir: str, hook: str = 'mmswin.ResumableCheckpointHook',
         custom_hooks=[fault] if fault is not None else None,
         randomness=dict(seed=0, deterministic=True),
         resume=resume,
-        load_from=load_from,
         log_level='WARNING',
         **val)
 
@@ -226,7 +237,7 @@ def uninterrupted(tmp_path_factory) -> Dict[str, torch.Tensor]:
 @pytest.mark.parametrize('fault', [
     'iteration',  # killed between checkpoints, in iteration 5 of 6
     'checkpoint',  # killed half-way through writing iter_4.pth
-    'pointer',  # killed half-way through rewriting last_checkpoint
+    'pointer',  # killed half-way through mmengine rewriting last_checkpoint
 ])
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path, uninterrupted,
                                                     fault):
@@ -236,19 +247,25 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, uninterrupted,
     names = sorted(os.listdir(work_dir))
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         pointer = f.read()
+    latest = osp.join(work_dir, 'iter_4.pth')
     if fault == 'iteration':
-        assert pointer == osp.join(work_dir, 'iter_4.pth')
-    else:
+        assert pointer == latest and 'iter_2.pth' not in names, names
+    elif fault == 'checkpoint':
         # The file being written never appears under its name, and the
         # previous checkpoint is kept until the new one is complete.
         assert pointer == osp.join(work_dir, 'iter_2.pth'), names
-        assert ('iter_4.pth' in names) == (fault == 'pointer'), names
+        assert 'iter_4.pth' not in names, names
         assert any(n.endswith('.part') for n in names), names
-    ckpt = torch.load(pointer, map_location='cpu')  # complete: it loads
-    assert ckpt['meta']['iter'] in (2, 4)
+    else:
+        # iter_4.pth is complete, iter_2.pth not yet deleted, and the
+        # pointer names neither: the next start repairs it.
+        assert {'iter_2.pth', 'iter_4.pth'} <= set(names), names
+        assert pointer == latest[:len(latest) // 2], pointer
 
     build_runner(work_dir, resume=True).train()
-    assert not any(n.endswith('.part') for n in os.listdir(work_dir))
+    names = os.listdir(work_dir)
+    assert not any(n.endswith('.part') for n in names), names
+    assert 'iter_2.pth' not in names and 'iter_4.pth' not in names, names
     diff = max_weight_diff(final_weights(work_dir), uninterrupted)
     assert diff <= 1e-6, f'max abs weight diff {diff}'
 
@@ -267,9 +284,11 @@ def test_mmengine_hook_under_same_fault_leaves_nothing_to_resume(tmp_path):
         torch.load(osp.join(work_dir, 'iter_4.pth'), map_location='cpu')
 
 
-def test_generator_state_makes_resume_exact(tmp_path, uninterrupted):
-    """Control: with mmengine's hook (no saved generator state) the resumed
-    run draws other drop-path masks and ends elsewhere."""
+def test_derived_generator_state_makes_resume_exact(tmp_path,
+                                                    uninterrupted):
+    """Control: mmengine's hook leaves the generators where the resumed
+    run's set-up left them, so it draws other drop-path masks and ends
+    elsewhere."""
     work_dir = str(tmp_path)
     with pytest.raises(Crash):
         build_runner(work_dir, hook='CheckpointHook',
@@ -294,20 +313,6 @@ def test_epoch_based_resume_with_validation_matches_uninterrupted(tmp_path):
     assert diff <= 1e-6, f'max abs weight diff {diff}'
 
 
-def test_load_from_does_not_restore_generator_state(tmp_path):
-    """``load_from`` starts a new run at iteration 0: the checkpoint's
-    generator state must not replace the seeded one."""
-    work_dir = str(tmp_path)
-    build_runner(work_dir).train()
-    states = []
-    for load_from in (None, osp.join(work_dir, f'iter_{MAX_ITERS}.pth')):
-        runner = build_runner(str(tmp_path / 'again'), load_from=load_from)
-        runner.load_or_resume()
-        runner.call_hook('before_train')
-        states.append(torch.get_rng_state())
-    assert torch.equal(*states)
-
-
 def test_atomic_write_failure_keeps_old_file(tmp_path):
     path = tmp_path / 'file.bin'
     atomic_write_bytes(b'old', path)
@@ -329,6 +334,53 @@ def test_remove_partial_files_touches_only_partial_files(tmp_path):
     open(stale, 'wb').close()
     assert remove_partial_files(tmp_path) == [stale]
     assert sorted(os.listdir(tmp_path)) == sorted(keep)
+
+
+# -- public extension points only ---------------------------------------------
+def _engine_objects():
+    """One instance builder per mmswin engine class that extends mmengine
+    or torch."""
+    dataset = NoisyImages()
+    return {
+        ResumableCheckpointHook: lambda: ResumableCheckpointHook(interval=1),
+        ResumableBatchSampler: lambda: ResumableBatchSampler(
+            DefaultSampler(dataset, seed=0), batch_size=2),
+        AutocastOptimWrapper: lambda: AutocastOptimWrapper(
+            optimizer=torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.),
+            device='cpu'),
+    }
+
+
+@pytest.mark.parametrize('cls', list(_engine_objects()),
+                         ids=lambda cls: cls.__name__)
+def test_engine_overrides_no_private_method(cls):
+    """mmengine may rename or re-sign a private method in any release; an
+    override of one would then silently stop being called."""
+    inherited = {name for base in cls.__mro__[1:] for name in vars(base)}
+    private = [name for name, value in vars(cls).items()
+               if name in inherited and name.startswith('_') and
+               not name.endswith('__') and (callable(value) or isinstance(
+                   value, (staticmethod, classmethod, property)))]
+    assert private == [], f'{cls.__name__} overrides private {private}'
+
+
+@pytest.mark.parametrize('cls', [ResumableCheckpointHook,
+                                 AutocastOptimWrapper],
+                         ids=lambda cls: cls.__name__)
+def test_engine_runs_its_base_initializer(cls, monkeypatch):
+    """Skipping the base class's __init__ leaves unset whatever state an
+    mmengine upgrade adds there."""
+    base = next(b for b in cls.__mro__[1:] if '__init__' in vars(b))
+    calls = []
+    original = base.__init__
+
+    def recorded(self, *args, **kwargs):
+        calls.append(base)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(base, '__init__', recorded)
+    _engine_objects()[cls]()
+    assert calls == [base], f'{cls.__name__} skips {base.__name__}.__init__'
 
 
 def main() -> None:

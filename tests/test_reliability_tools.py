@@ -12,7 +12,6 @@
 - A config naming an unknown mmswin type fails with the registered names.
 """
 import ast
-import importlib.util
 import inspect
 import math
 import os
@@ -25,15 +24,21 @@ import time
 
 import pytest
 import torch
+from helpers import (
+    ROOT,
+    TOOL_ENV,
+    TOY_DET_CONFIG,
+    TOY_SEG_CONFIG,
+    ade_data_options,
+    load_tool,
+    run_tool_ok,
+)
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmswin  # noqa: F401  (its safe globals let torch.load read the runs)
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TOY = osp.join(REPO, 'configs/toy/mask-rcnn_swin-toy_fpn_toy-coco.py')
-SEG_TOY = osp.join(REPO, 'configs/toy/upernet_swin-toy_toy-ade.py')
-ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
+TOY = osp.join(ROOT, TOY_DET_CONFIG)
 # A shorter, deterministic, iteration-based toy run at 64x64 pixels.
 CONFIG = '''
 _base_ = [{toy!r}]
@@ -71,25 +76,10 @@ randomness = dict(seed=0, deterministic=True)
 '''
 
 
-def load_tool(name: str):
-    """Import tools/<name>.py as a module (``test`` would clash with the
-    standard library's package as a plain import)."""
-    spec = importlib.util.spec_from_file_location(
-        f'reliability_tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope='module')
-def toy_root(tmp_path_factory) -> str:
-    spec = importlib.util.spec_from_file_location(
-        'reliability_toy_coco', osp.join(REPO, 'tools/misc/toy_coco.py'))
-    toy_coco = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(toy_coco)
-    root = str(tmp_path_factory.mktemp('toy') / 'coco')
-    toy_coco.make_coco_toy(root, seed=5, size=64, num_train=8, num_val=2)
-    return root + '/'
+def toy_root(make_toy_coco) -> str:
+    """8 training and 2 val images of 64 x 64 pixels; ends in '/'."""
+    return make_toy_coco(seed=5, size=64, num_train=8, num_val=2) + '/'
 
 
 def write_config(folder, root: str, iters: int) -> str:
@@ -113,15 +103,14 @@ def test_sigkill_then_resume_gives_uninterrupted_weights(toy_root, tmp_path):
     iters = 4
     config = write_config(tmp_path, toy_root, iters)
     straight = str(tmp_path / 'straight')
-    done = subprocess.run(train_cmd(config, straight), cwd=REPO, env=ENV,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_tool_ok(train_cmd(config, straight))
 
     work_dir = str(tmp_path / 'killed')
     pointer = osp.join(work_dir, 'last_checkpoint')
     with open(tmp_path / 'killed.log', 'w') as log:
-        run = subprocess.Popen(train_cmd(config, work_dir), cwd=REPO,
-                               env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        run = subprocess.Popen(train_cmd(config, work_dir), cwd=ROOT,
+                               env=TOOL_ENV, stdout=log,
+                               stderr=subprocess.STDOUT)
         # Kill as soon as the first checkpoint is announced: the process is
         # then in iteration 3, or still writing files.
         deadline = time.time() + 600
@@ -135,11 +124,7 @@ def test_sigkill_then_resume_gives_uninterrupted_weights(toy_root, tmp_path):
     assert resumed_from == osp.join(work_dir, 'iter_2.pth')
     assert not osp.exists(osp.join(work_dir, f'iter_{iters}.pth'))
 
-    resumed = subprocess.run(train_cmd(config, work_dir, '--resume'),
-                             cwd=REPO, env=ENV, capture_output=True,
-                             text=True, timeout=600)
-    log = resumed.stdout + resumed.stderr
-    assert resumed.returncode == 0, log[-3000:]
+    log = run_tool_ok(train_cmd(config, work_dir, '--resume'))
     assert f'Auto resumed from the latest checkpoint {resumed_from}' in log
     assert 'Restored the random generator state of iteration 2' in log
     final = osp.join(work_dir, f'iter_{iters}.pth')
@@ -153,28 +138,18 @@ def test_sigkill_then_resume_gives_uninterrupted_weights(toy_root, tmp_path):
 
 
 # -- mixed precision ----------------------------------------------------------
-def test_amp_ten_iterations_have_finite_losses(tmp_path):
+def test_amp_ten_iterations_have_finite_losses(make_toy_ade, tmp_path):
     """The toy UperNet: mmcv's CPU detection ops (nms, roi_align) take
     float32 only, so detectors need CUDA for AMP; the segmentor runs
     bfloat16 autocast on CPU through mmswin's AutocastOptimWrapper."""
-    spec = importlib.util.spec_from_file_location(
-        'reliability_toy_ade', osp.join(REPO, 'tools/misc/toy_ade.py'))
-    toy_ade = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(toy_ade)
-    root = str(tmp_path / 'ade')
-    toy_ade.make_ade_toy(root, seed=0, num_train=8, num_val=2)
-    options = [f'{loader}.dataset.data_root={root}' for loader in (
-        'train_dataloader', 'val_dataloader', 'test_dataloader')] + [
+    root = make_toy_ade(seed=0, num_train=8, num_val=2)
+    options = ade_data_options(root) + [
         'train_cfg.max_iters=10', 'train_cfg.val_begin=11',
         'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False',
         'default_hooks.logger.interval=1', 'log_processor.window_size=1']
-    result = subprocess.run(
-        train_cmd(SEG_TOY, str(tmp_path / 'amp'), '--amp', '--cfg-options',
-                  *options),
-        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
+    log = run_tool_ok(train_cmd(TOY_SEG_CONFIG, str(tmp_path / 'amp'),
+                                '--amp', '--cfg-options', *options))
     wrapper = 'AmpOptimWrapper' if torch.cuda.is_available() else \
         'mmswin.AutocastOptimWrapper'
     assert f"type='{wrapper}'" in log
@@ -205,7 +180,7 @@ def hostile(tmp_path):
 
 def test_test_tool_refuses_hostile_load_from(toy_root, tmp_path, hostile):
     path, marker = hostile
-    test_tool = load_tool('test')
+    test_tool = load_tool('tools/test.py')
     with pytest.raises(Exception, match='Weights only load failed'):
         test_tool.main([write_config(tmp_path, toy_root, 2), path,
                         '--work-dir', str(tmp_path / 'work')])
@@ -234,7 +209,7 @@ def test_backbone_refuses_hostile_pretrained(hostile, how):
 
 def _python_files():
     for folder in ('mmswin', 'tools', 'configs', 'demo', 'benchmarks'):
-        for base, _, names in os.walk(osp.join(REPO, folder)):
+        for base, _, names in os.walk(osp.join(ROOT, folder)):
             yield from (osp.join(base, n) for n in names if n.endswith('.py'))
 
 
@@ -264,7 +239,7 @@ def test_weights_only_is_never_switched_off():
                                         f'.{target.attr}')
     assert not offences, offences
 
-    load_tool('tool_utils')
+    load_tool('tools/tool_utils.py')
     assert 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD' not in os.environ
     assert torch.load is torch.serialization.load
     assert inspect.getsourcefile(torch.load).endswith(
@@ -273,7 +248,7 @@ def test_weights_only_is_never_switched_off():
 
 # -- unknown types ------------------------------------------------------------
 def test_unknown_mmswin_type_names_the_registered_ones(toy_root, tmp_path):
-    train = load_tool('train')
+    train = load_tool('tools/train.py')
     with pytest.raises(KeyError, match=re.escape(
             "'SwinTransformr' is not registered in mmswin's model registry; "
             "registered: ['SwinTransformer', 'SwinTransformerV2']")):

@@ -7,16 +7,15 @@ random weights (no checkpoint download, SyncBN set to BN for the CPU) and
 run on a small image.
 """
 import os.path as osp
-import sys
 
 import numpy as np
 import pytest
 import torch
-from mmengine.config import Config
+from helpers import ROOT, config_path, load_tool, sync_bn_to_bn
+from helpers import load_config as load
 
 import mmswin  # noqa: F401  (registers mmswin.SwinTransformer)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 URL = 'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/'
 
 # name -> (embed_dims, depths, heads, window, pretrain size, checkpoint,
@@ -49,18 +48,6 @@ RESULTS = {
     'upernet_swin-l-p4-w12-in22k-384-pre_8xb2-160k_ade20k-640x640':
     (52.05, 53.53, 3230),
 }
-
-
-def load(name: str) -> Config:
-    """The config ``configs/<name>.py``."""
-    return Config.fromfile(osp.join(ROOT, 'configs', name + '.py'))
-
-
-def sync_bn_to_bn(cfg: Config) -> None:
-    """The CPU override: both heads' SyncBN become BN."""
-    for head in ('decode_head', 'auxiliary_head'):
-        assert cfg.model[head].norm_cfg.type == 'SyncBN'
-        cfg.model[head].norm_cfg.type = 'BN'
 
 
 def mmcv1_poly_with_warmup(i: int, base_lr: float = 6e-5,
@@ -229,11 +216,9 @@ def test_builds_and_runs_inference(name):
 def test_get_flops_matches_published_swin_t():
     """tools/analysis_tools/get_flops.py on UperNet Swin-T at 512 x 2048:
     params within 2% of the published 60M, FLOPs within 10% of 945G."""
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
-    from get_flops import main as get_flops
+    get_flops = load_tool('tools/analysis_tools/get_flops.py').main
     result = get_flops([
-        osp.join(ROOT, 'configs',
-                 'upernet_swin-t-p4-w7_8xb2-160k_ade20k-512x512.py'),
+        config_path('upernet_swin-t-p4-w7_8xb2-160k_ade20k-512x512'),
         '--shape', '512', '2048'])
     assert result['shape'] == (512, 2048)
     assert abs(result['params'] / 60e6 - 1) < 0.02, result['params']

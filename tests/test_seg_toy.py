@@ -3,25 +3,29 @@
 and prediction images, and tools/test.py's multi-scale + flip mode."""
 import glob
 import hashlib
-import importlib.util
 import json
-import os
 import os.path as osp
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from helpers import (
+    ROOT,
+    TOY_SEG_CONFIG,
+    ade_data_options,
+    load_tool,
+    run_tool_ok,
+)
 from mmengine.config import Config
 from PIL import Image
 
 import mmswin  # noqa: F401
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TOY_CONFIG = osp.join(ROOT, 'configs', 'toy', 'upernet_swin-toy_toy-ade.py')
-sys.path.insert(0, osp.join(ROOT, 'tools', 'misc'))
-from toy_ade import CLASSES, PALETTE, make_ade_toy  # noqa: E402
+TOY_CONFIG = osp.join(ROOT, TOY_SEG_CONFIG)
+toy_ade = load_tool('tools/misc/toy_ade.py')
+CLASSES, PALETTE, make_ade_toy = (toy_ade.CLASSES, toy_ade.PALETTE,
+                                  toy_ade.make_ade_toy)
 
 
 def digest(folder: str) -> dict:
@@ -84,26 +88,6 @@ def test_toy_config_matches_the_generator():
     assert cfg.model.backbone.init_cfg is None
 
 
-def run_tool(script: str, *args: str) -> None:
-    # Passive OpenMP waiting: spinning threads starve each other on a
-    # shared 2-core machine.
-    env = dict(os.environ, OMP_WAIT_POLICY='PASSIVE')
-    proc = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', script), *args], cwd=ROOT,
-        env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
-def load_tool(script: str):
-    """Import tools/<script> by path (``test`` would clash with the
-    standard library's package)."""
-    spec = importlib.util.spec_from_file_location(
-        'mmswin_tools_' + script[:-3], osp.join(ROOT, 'tools', script))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def logged_metrics(work_dir: str) -> dict:
     """Metrics that tools/test.py logged as json in ``work_dir``."""
     logs = glob.glob(osp.join(work_dir, '*', '*.json'))
@@ -113,24 +97,21 @@ def logged_metrics(work_dir: str) -> dict:
 
 
 @pytest.fixture(scope='module')
-def toy_run(tmp_path_factory):
+def toy_run(make_toy_ade, tmp_path_factory):
     """Toy data (8 train / 4 val images) and a 3-iteration checkpoint
     trained by tools/train.py."""
+    data = make_toy_ade(seed=0, num_train=8, num_val=4)
+    roots = ade_data_options(data)
     tmp = tmp_path_factory.mktemp('toy_seg')
-    data = str(tmp / 'ade')
-    make_ade_toy(data, seed=0, num_train=8, num_val=4)
-    roots = [f'{loader}.dataset.data_root={data}'
-             for loader in ('train_dataloader', 'val_dataloader',
-                            'test_dataloader')]
     train_dir = str(tmp / 'train')
-    run_tool('train.py', TOY_CONFIG, '--work-dir', train_dir,
-             '--cfg-options', 'train_cfg.max_iters=3',
-             'train_cfg.val_interval=3', *roots)
-    return tmp, roots, osp.join(train_dir, 'iter_3.pth')
+    run_tool_ok([sys.executable, 'tools/train.py', TOY_CONFIG, '--work-dir',
+                 train_dir, '--cfg-options', 'train_cfg.max_iters=3',
+                 'train_cfg.val_interval=3', *roots])
+    return tmp, data, roots, osp.join(train_dir, 'iter_3.pth')
 
 
 def test_three_iterations_then_test_gives_miou_and_pictures(toy_run):
-    tmp, roots, checkpoint = toy_run
+    tmp, _, roots, checkpoint = toy_run
     state = torch.load(checkpoint, map_location='cpu', weights_only=False)
     assert state['meta']['iter'] == 3
     assert state['meta']['dataset_meta']['classes'] == CLASSES
@@ -140,8 +121,9 @@ def test_three_iterations_then_test_gives_miou_and_pictures(toy_run):
     test_dir, vis_dir = str(tmp / 'test'), str(tmp / 'vis')
     # absolute: mmseg's visualizer puts a relative --show-dir under the
     # current directory
-    run_tool('test.py', TOY_CONFIG, checkpoint, '--work-dir', test_dir,
-             '--show-dir', vis_dir, '--cfg-options', *roots)
+    run_tool_ok([sys.executable, 'tools/test.py', TOY_CONFIG, checkpoint,
+                 '--work-dir', test_dir, '--show-dir', vis_dir,
+                 '--cfg-options', *roots])
     metrics = logged_metrics(test_dir)
     assert 0 <= metrics['mIoU'] <= 100 and 0 <= metrics['aAcc'] <= 100
     pictures = glob.glob(osp.join(vis_dir, '**', '*.png'), recursive=True)
@@ -159,8 +141,8 @@ def test_multi_scale_flip_test_on_one_image(toy_run):
     from mmengine.dataset import Compose, pseudo_collate
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
-    enable_tta = load_tool('test.py').enable_tta
-    tmp, _, checkpoint = toy_run
+    enable_tta = load_tool('tools/test.py').enable_tta
+    _, data, _, checkpoint = toy_run
     cfg = Config.fromfile(TOY_CONFIG)
     enable_tta(cfg)  # what --tta does
     init_default_scope('mmseg')
@@ -170,8 +152,8 @@ def test_multi_scale_flip_test_on_one_image(toy_run):
         checkpoint, map_location='cpu', weights_only=False)['state_dict'])
     tta.eval()
     sample = dict(
-        img_path=str(tmp / 'ade' / 'images/validation/0000.jpg'),
-        seg_map_path=str(tmp / 'ade' / 'annotations/validation/0000.png'),
+        img_path=osp.join(data, 'images/validation/0000.jpg'),
+        seg_map_path=osp.join(data, 'annotations/validation/0000.png'),
         reduce_zero_label=True, seg_fields=[])
     views = Compose(cfg.test_dataloader.dataset.pipeline)(sample)
     shapes = [tuple(x.shape[1:]) for x in views['inputs']]

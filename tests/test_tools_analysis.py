@@ -4,32 +4,27 @@ import json
 import os
 import os.path as osp
 import re
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import (
+    ROOT,
+    TOY_SEG_CONFIG,
+    coco_data_options,
+    load_tool,
+    run_tool_ok,
+)
+from helpers import TOY_DET_CONFIG as MASK_RCNN
 from PIL import Image
 from scipy.ndimage import binary_dilation, binary_erosion
-from test_tools_train import ENV, MASK_RCNN, REPO, data_options, load_tool
-
-
-def run(argv, timeout=600):
-    result = subprocess.run(argv, cwd=REPO, env=ENV, capture_output=True,
-                            text=True, timeout=timeout)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
-    return log
 
 
 @pytest.fixture(scope='module')
-def toy_coco(tmp_path_factory):
-    toy = load_tool('tools/misc/toy_coco.py')
-    root = str(tmp_path_factory.mktemp('toy') / 'coco')
-    toy.make_coco_toy(root, seed=5, num_train=4, num_val=2)
-    return root
+def toy_coco(make_toy_coco) -> str:
+    return make_toy_coco(seed=5, num_train=4, num_val=2)
 
 
 # -- toy COCO data ----------------------------------------------------------
@@ -123,9 +118,9 @@ def test_sdpa_flops_equal_the_explicit_matmuls():
 
 def test_get_flops_swin_t_mask_rcnn_matches_the_paper():
     """Published: 48M params, 267G FLOPs at 1280 x 800."""
-    log = run([sys.executable, 'tools/analysis_tools/get_flops.py',
-               'configs/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py',
-               '--shape', '1280', '800'])
+    log = run_tool_ok([sys.executable, 'tools/analysis_tools/get_flops.py',
+                       'configs/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py',
+                       '--shape', '1280', '800'])
     flops = float(re.search(r'Flops: ([\d.]+) G', log).group(1)) * 1e9
     params = float(re.search(r'Params: ([\d.]+) M', log).group(1)) * 1e6
     assert abs(params - 48e6) / 48e6 < 0.02, params
@@ -135,11 +130,8 @@ def test_get_flops_swin_t_mask_rcnn_matches_the_paper():
 
 
 def test_get_flops_serves_segmentation_configs():
-    config = 'configs/toy/upernet_swin-toy_toy-ade.py'
-    if not osp.isfile(osp.join(REPO, config)):
-        pytest.skip('no toy segmentation config in this checkout')
-    log = run([sys.executable, 'tools/analysis_tools/get_flops.py', config,
-               '--shape', '128'])
+    log = run_tool_ok([sys.executable, 'tools/analysis_tools/get_flops.py',
+                       TOY_SEG_CONFIG, '--shape', '128'])
     assert re.search(r'Input shape: 128 x 128', log)
     assert float(re.search(r'Flops: ([\d.]+) G', log).group(1)) > 0
 
@@ -147,10 +139,11 @@ def test_get_flops_serves_segmentation_configs():
 # -- browse_dataset, image_demo, plot_loss -----------------------------------
 def test_browse_dataset_draws_training_samples(toy_coco, tmp_path):
     out = tmp_path / 'browse'
-    log = run([sys.executable, 'tools/analysis_tools/browse_dataset.py',
-               MASK_RCNN, '--not-show', '--output-dir', str(out),
-               '--max-images', '2', '--cfg-options',
-               *data_options(toy_coco)])
+    log = run_tool_ok([sys.executable,
+                       'tools/analysis_tools/browse_dataset.py', MASK_RCNN,
+                       '--not-show', '--output-dir', str(out),
+                       '--max-images', '2', '--cfg-options',
+                       *coco_data_options(toy_coco)])
     assert '2 samples drawn' in log
     assert sorted(os.listdir(out)) == ['0000.png', '0001.png']
     drawn = np.asarray(Image.open(out / '0000.png'))
@@ -163,7 +156,7 @@ def test_image_demo_draws_boxes_and_masks(toy_coco, tmp_path):
     from mmdet.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    cfg = Config.fromfile(osp.join(REPO, MASK_RCNN))
+    cfg = Config.fromfile(osp.join(ROOT, MASK_RCNN))
     init_default_scope('mmdet')
     model = MODELS.build(cfg.model)
     checkpoint = tmp_path / 'random.pth'
@@ -171,9 +164,9 @@ def test_image_demo_draws_boxes_and_masks(toy_coco, tmp_path):
     torch.save(dict(state_dict=model.state_dict(), meta=meta), checkpoint)
     image = osp.join(toy_coco, 'val', '0000.png')
     out_file = tmp_path / 'pred.png'
-    log = run([sys.executable, 'demo/image_demo.py', MASK_RCNN,
-               str(checkpoint), image, '--out-file', str(out_file),
-               '--score-thr', '0'])
+    log = run_tool_ok([sys.executable, 'demo/image_demo.py', MASK_RCNN,
+                       str(checkpoint), image, '--out-file', str(out_file),
+                       '--score-thr', '0'])
     assert f'predictions drawn into {out_file}' in log
     original = np.asarray(Image.open(image).convert('RGB'), np.int16)
     drawn = np.asarray(Image.open(out_file).convert('RGB'), np.int16)

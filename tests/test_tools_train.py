@@ -2,60 +2,33 @@
 detectors: a few real iterations each, then COCO metrics from the saved
 checkpoint. Runs as subprocesses, the way users run the tools.
 """
-import importlib.util
-import os
 import os.path as osp
 import pickle
 import re
-import socket
-import subprocess
 import sys
 
 import pytest
+from helpers import (
+    TOOL_ENV,
+    coco_data_options,
+    free_port,
+    load_tool,
+    run_tool,
+    run_tool_ok,
+)
+from helpers import TOY_DET_CONFIG as MASK_RCNN
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-MASK_RCNN = 'configs/toy/mask-rcnn_swin-toy_fpn_toy-coco.py'
 CASCADE = 'configs/toy/cascade-mask-rcnn_swin-toy_fpn_giou-4conv1f_toy-coco.py'
-ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1',
-           PYTHON=sys.executable)
-
-
-def load_tool(relative_path: str):
-    """Import a tools/ script as a module (tools/test.py would clash with
-    the standard library's ``test`` package as a plain import)."""
-    path = osp.join(REPO, relative_path)
-    name = 'tool_' + relative_path.replace('/', '_').replace('.', '_')
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')
-def toy_root(tmp_path_factory) -> str:
+def toy_root(make_toy_coco) -> str:
     """6 training images (3 iterations of 2) and 2 val images."""
-    make_coco_toy = load_tool('tools/misc/toy_coco.py').make_coco_toy
-    root = str(tmp_path_factory.mktemp('toy') / 'coco')
-    make_coco_toy(root, seed=3, num_train=6, num_val=2)
-    return root
-
-
-def data_options(root: str):
-    options = [f'{loader}.dataset.data_root={root}/' for loader in (
-        'train_dataloader', 'val_dataloader', 'test_dataloader')]
-    options += [f'{evaluator}.ann_file={root}/annotations/val.json'
-                for evaluator in ('val_evaluator', 'test_evaluator')]
-    return options
-
-
-def run(argv, timeout=300):
-    result = subprocess.run(argv, cwd=REPO, env=ENV, capture_output=True,
-                            text=True, timeout=timeout)
-    return result.returncode, result.stdout + result.stderr
+    return make_toy_coco(seed=3, num_train=6, num_val=2)
 
 
 def train_then_test(config, root, work_dir, validate):
-    options = data_options(root) + [
+    options = coco_data_options(root) + [
         'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
         'val_dataloader.num_workers=0', 'test_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False',
@@ -64,9 +37,9 @@ def train_then_test(config, root, work_dir, validate):
         'train_cfg.max_epochs=1', 'default_hooks.checkpoint.interval=1',
         'default_hooks.logger.interval=1',
         f'train_cfg.val_begin={1 if validate else 2}']
-    code, log = run([sys.executable, 'tools/train.py', config, '--work-dir',
-                     work_dir, '--cfg-options', *options])
-    assert code == 0, log[-3000:]
+    log = run_tool_ok([sys.executable, 'tools/train.py', config,
+                       '--work-dir', work_dir, '--cfg-options', *options],
+                      timeout=300)
     iterations = re.findall(r'Epoch\(train\) \[1\]\[(\d+)/(\d+)\]', log)
     assert iterations[-1] == ('3', '3'), iterations
     losses = [float(x) for x in re.findall(r'  loss: ([\d.]+)', log)]
@@ -76,10 +49,9 @@ def train_then_test(config, root, work_dir, validate):
     assert osp.isfile(checkpoint)
 
     results = osp.join(work_dir, 'results.pkl')
-    code, log = run([sys.executable, 'tools/test.py', config, checkpoint,
-                     '--work-dir', work_dir, '--out', results,
-                     '--cfg-options', *options])
-    assert code == 0, log[-3000:]
+    log = run_tool_ok([sys.executable, 'tools/test.py', config, checkpoint,
+                       '--work-dir', work_dir, '--out', results,
+                       '--cfg-options', *options], timeout=300)
     metrics = dict(re.findall(r'(coco/(?:bbox|segm)_mAP): (-?[\d.]+)', log))
     assert set(metrics) == {'coco/bbox_mAP', 'coco/segm_mAP'}, log[-2000:]
     for value in metrics.values():
@@ -100,28 +72,19 @@ def test_train_and_test_toy_cascade(toy_root, tmp_path):
     train_then_test(CASCADE, toy_root, str(tmp_path), validate=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 def test_dist_train_two_processes_on_gloo(toy_root, tmp_path):
     """torchrun with 2 CPU processes: each sees 3 of the 6 images, so one
     epoch of batch 2 is 2 iterations, and gradients are all-reduced."""
-    options = data_options(toy_root) + [
+    options = coco_data_options(toy_root) + [
         'env_cfg.dist_cfg.backend=gloo', 'train_dataloader.batch_size=2',
         'train_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False',
         'train_cfg.max_epochs=1', 'train_cfg.val_begin=2',
         'default_hooks.logger.interval=1']
-    env = dict(ENV, PORT=str(_free_port()))
-    result = subprocess.run(
+    env = dict(TOOL_ENV, PORT=str(free_port()))
+    log = run_tool_ok(
         ['bash', 'tools/dist_train.sh', MASK_RCNN, '2', '--work-dir',
-         str(tmp_path), '--cfg-options', *options],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
+         str(tmp_path), '--cfg-options', *options], timeout=300, env=env)
     assert 'Distributed training: True' in log
     assert re.search(r'GPU number: 2|world_size: 2', log), log[-3000:]
     assert re.findall(r'Epoch\(train\) \[1\]\[(\d+)/(\d+)\]',
@@ -129,13 +92,11 @@ def test_dist_train_two_processes_on_gloo(toy_root, tmp_path):
     assert osp.isfile(tmp_path / 'epoch_1.pth')
 
     # tools/dist_test.sh on the same 2 processes evaluates that checkpoint.
-    result = subprocess.run(
+    log = run_tool_ok(
         ['bash', 'tools/dist_test.sh', MASK_RCNN,
          str(tmp_path / 'epoch_1.pth'), '2', '--work-dir',
-         str(tmp_path / 'test'), '--cfg-options', *options],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-3000:]
+         str(tmp_path / 'test'), '--cfg-options', *options], timeout=300,
+        env=env)
     assert re.search(r'coco/bbox_mAP: [\d.]+', log), log[-3000:]
 
 
@@ -160,9 +121,9 @@ def test_missing_checkpoint_is_one_line(capsys):
 
 def test_missing_dataset_is_one_line_from_the_cli(tmp_path):
     missing = str(tmp_path / 'nowhere')
-    code, log = run([sys.executable, 'tools/train.py', MASK_RCNN,
-                     '--work-dir', str(tmp_path), '--cfg-options',
-                     f'train_dataloader.dataset.data_root={missing}/'])
+    code, log = run_tool([sys.executable, 'tools/train.py', MASK_RCNN,
+                          '--work-dir', str(tmp_path), '--cfg-options',
+                          f'train_dataloader.dataset.data_root={missing}/'])
     assert code == 2
     assert 'Traceback' not in log
     assert log.strip().splitlines()[-1] == (

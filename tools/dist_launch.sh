@@ -3,7 +3,7 @@
 #   tools/dist_launch.sh SCRIPT NUM_PROCS [SCRIPT's arguments...]
 # runs tools/SCRIPT in NUM_PROCS processes per node. Environment: NNODES,
 # NODE_RANK, MASTER_ADDR, PORT (as mmdet/mmseg) and PYTHON (default:
-# python).
+# tools/find_python.sh: `python` with torch, else .venv/bin/python).
 set -euo pipefail
 SCRIPT=$1
 NPROCS=$2
@@ -11,7 +11,9 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=$(bash "$(dirname "$0")/find_python.sh")
+fi
 
 PYTHONPATH="$(dirname "$0")/..${PYTHONPATH:+:$PYTHONPATH}" \
 "$PYTHON" -m torch.distributed.run \

@@ -2,7 +2,8 @@
 # Multi-process training with torchrun:
 #   tools/dist_train.sh CONFIG NUM_PROCS [train.py options...]
 # Environment: NNODES, NODE_RANK, MASTER_ADDR, PORT (as mmdet/mmseg) and
-# PYTHON (default: python). Without CUDA, train.py joins with gloo.
+# PYTHON (default: tools/find_python.sh: `python` with torch, else
+# .venv/bin/python). Without CUDA, train.py joins with gloo.
 set -euo pipefail
 if [ $# -lt 2 ]; then
     echo "usage: $0 CONFIG NUM_PROCS [train.py options...]" >&2

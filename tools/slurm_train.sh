@@ -3,7 +3,7 @@
 #   tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR \
 #       [train.py options...]
 # Environment: GPUS (default 8), GPUS_PER_NODE (8), CPUS_PER_TASK (5),
-# SRUN_ARGS (extra srun flags), PYTHON (default: python).
+# SRUN_ARGS (extra srun flags), PYTHON (default: tools/find_python.sh).
 set -euo pipefail
 if [ $# -lt 4 ]; then
     echo "usage: $0 PARTITION JOB_NAME CONFIG WORK_DIR [train.py options...]" >&2
@@ -17,7 +17,9 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
-PYTHON=${PYTHON:-python}
+if [ -z "${PYTHON:-}" ]; then
+    PYTHON=$(bash "$(dirname "$0")/find_python.sh")
+fi
 
 # SRUN_ARGS is split on spaces on purpose: it holds several srun flags.
 # shellcheck disable=SC2086

@@ -1,12 +1,16 @@
-"""Checkpoint loading: safe reading, layout detection and conversion,
-window/grid transfer, and mmengine resume under ``weights_only``."""
+"""Checkpoint loading: safe reading, layout detection and conversion by the
+family table (one module per family in ``families/``), window/grid
+transfer, and mmengine resume under ``weights_only``."""
 from . import safe_globals  # noqa: F401  (allowlists mmengine checkpoints)
+from .families import FAMILIES
+from .family import Family
 from .io import (
     CheckpointError,
     CorruptCheckpointError,
     UnsafeCheckpointError,
     extract_state_dict,
     read_checkpoint,
+    read_state_dict,
     save_checkpoint,
 )
 from .layouts import (
@@ -28,7 +32,8 @@ from .transfer import ShapeMismatchError, resize_bias_table, resize_pos_embed
 __all__ = [
     'CheckpointError', 'CorruptCheckpointError', 'UnsafeCheckpointError',
     'ShapeMismatchError', 'Conversion', 'LoadReport', 'LAYOUT_ALIASES',
-    'read_checkpoint', 'extract_state_dict', 'save_checkpoint',
+    'FAMILIES', 'Family', 'read_checkpoint', 'read_state_dict',
+    'extract_state_dict', 'save_checkpoint',
     'convert_state_dict', 'from_openmmlab', 'unfold_to_official_merging',
     'official_to_unfold_merging', 'load_pretrained', 'prepare_for_model',
     'install_layout_hook', 'resize_bias_table', 'resize_pos_embed',

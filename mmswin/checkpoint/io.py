@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import torch
 
-StateDict = Dict[str, torch.Tensor]
+from .renaming import StateDict, keys_under
 
 # Where a checkpoint file keeps its weights, in order of preference:
 # mmengine/mmdet/mmseg ('state_dict'), the official Microsoft code ('model'),
@@ -176,6 +176,25 @@ def extract_state_dict(checkpoint: Any, source: str = 'checkpoint'
             f'{source} holds no tensors; top-level keys: '
             f'{sorted(map(str, state))[:10]}')
     return tensors
+
+
+def read_state_dict(filename: str, prefix: Optional[str] = None,
+                    map_location: Any = 'cpu') -> StateDict:
+    """The tensors of a checkpoint file (:func:`read_checkpoint`, then
+    :func:`extract_state_dict`), only those under ``prefix`` when given,
+    with the prefix removed.
+
+    Raises:
+        CheckpointError: as the two functions, or no key under ``prefix``.
+    """
+    state = extract_state_dict(read_checkpoint(filename, map_location),
+                               source=repr(filename))
+    if prefix:
+        state = keys_under(state, prefix)
+        if not state:
+            raise CheckpointError(f'no key of {filename!r} starts with '
+                                  f'prefix {prefix!r}')
+    return state
 
 
 def save_checkpoint(state: StateDict, filename: str,

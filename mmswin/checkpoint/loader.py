@@ -1,28 +1,47 @@
 """Loading any Swin checkpoint into mmswin's backbones.
 
-Two entry points share one conversion (:func:`prepare_for_model`):
+Two entry points share one conversion (:func:`prepare_for_model`), and each
+load converts at most once:
 
 - :func:`load_pretrained`: what ``init_cfg=dict(type='Pretrained', ...)``
   runs; reads the file safely, detects the layout, transfers window- and
   grid-dependent weights, loads, and logs a report through mmengine's
-  logger.
+  logger. Its own ``load_state_dict`` call passes the hook below.
 - :func:`install_layout_hook`: a ``load_state_dict`` pre-hook on the
   backbone, so that any load under the backbone's prefix (``load_from``,
   ``tools/test.py CONFIG CHECKPOINT``, ``model.load_state_dict``) converts a
   foreign backbone layout, e.g. a full detector checkpoint of the official
-  detection repo or of mmdet 3.x.
+  detection repo or of mmdet 3.x. Weights already in the model's names and
+  shapes (mmswin's own checkpoints, resuming) pass without a conversion.
 """
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
+import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 
-from .io import CheckpointError, extract_state_dict, read_checkpoint
+from .io import CheckpointError, read_state_dict
 from .layouts import Conversion, convert_state_dict, find_backbones
-from .renaming import StateDict
+from .renaming import StateDict, keys_under
 from .transfer import ShapeMismatchError, fit_to_model
+
+# True while load_pretrained loads what it has converted already: the
+# backbone's pre-hook must not convert the same weights a second time.
+_LOADING_CONVERTED: ContextVar[bool] = ContextVar('mmswin_loading_converted',
+                                                  default=False)
+
+
+@contextmanager
+def _converted_load() -> Iterator[None]:
+    token = _LOADING_CONVERTED.set(True)
+    try:
+        yield
+    finally:
+        _LOADING_CONVERTED.reset(token)
 
 
 @dataclass
@@ -113,9 +132,13 @@ def prepare_for_model(model: nn.Module, state: StateDict,
     """
     conversion = convert_state_dict(state, layout,
                                     version=getattr(model, 'version', 1))
-    target = {k: v.shape for k, v in model.state_dict().items()}
-    fitted, resized = fit_to_model(conversion.state, target, conversion.log)
+    fitted, resized = fit_to_model(conversion.state, _shapes(model),
+                                   conversion.log)
     return fitted, conversion, resized
+
+
+def _shapes(model: nn.Module) -> Dict[str, torch.Size]:
+    return {key: value.shape for key, value in model.state_dict().items()}
 
 
 def load_pretrained(model: nn.Module, filename: str,
@@ -139,21 +162,15 @@ def load_pretrained(model: nn.Module, filename: str,
         CheckpointError: unreadable, unsafe, or no Swin weights found.
         ShapeMismatchError: a tensor that cannot be fitted to the model.
     """
-    state = extract_state_dict(read_checkpoint(filename, map_location),
-                               source=repr(filename))
-    if prefix:
-        state = {k[len(prefix):]: v for k, v in state.items()
-                 if k.startswith(prefix)}
-        if not state:
-            raise CheckpointError(f'no key of {filename!r} starts with '
-                                  f'prefix {prefix!r}')
+    state = read_state_dict(filename, prefix, map_location)
     try:
         fitted, conversion, resized = prepare_for_model(model, state, layout)
     except ShapeMismatchError as err:
         raise ShapeMismatchError(f'{filename!r}: {err}') from None
     except ValueError as err:
         raise CheckpointError(f'{filename!r}: {err}') from None
-    missing, unexpected = model.load_state_dict(fitted, strict=False)
+    with _converted_load():
+        missing, unexpected = model.load_state_dict(fitted, strict=False)
     report = LoadReport(str(filename), conversion, resized, list(missing),
                         list(unexpected))
     print_log(report.format(type(model).__name__), logger='current')
@@ -164,9 +181,14 @@ def _convert_on_load(module: nn.Module, state_dict: Dict[str, Any],
                      prefix: str, *args) -> None:
     """``load_state_dict`` pre-hook: convert a foreign Swin layout found
     under ``prefix`` in place; mmswin's own layout passes untouched."""
-    own = {k[len(prefix):]: v for k, v in state_dict.items()
-           if k.startswith(prefix)}
-    if not own or not find_backbones(own):
+    if _LOADING_CONVERTED.get():
+        return
+    own = keys_under(state_dict, prefix)
+    shapes = _shapes(module)
+    if all(getattr(value, 'shape', None) == shapes.get(key)
+           for key, value in own.items()):
+        return  # the model's own names and shapes (also: nothing under it)
+    if not find_backbones(own):
         return
     fitted, conversion, _ = prepare_for_model(module, own)
     log = conversion.log

@@ -1,13 +1,16 @@
-"""Bookkeeping shared by the layout converters: rename rules and a log of
-what each conversion did (for the loading report)."""
+"""Bookkeeping shared by the layout converters: selecting keys by prefix,
+dropping keys by pattern, rename rules, and a log of what each conversion
+did (for the loading report)."""
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple, Union
 
 import torch
 
 StateDict = Dict[str, torch.Tensor]
 Rule = Tuple[str, Union[str, Callable[[re.Match], str]]]
+# A key pattern and why keys matching it are no backbone weights.
+Drop = Tuple[re.Pattern, str]
 
 
 @dataclass
@@ -63,3 +66,24 @@ def apply_rules(state: StateDict, rules: List[Rule],
         out[new] = value
         log.rename(key, new)
     return out
+
+
+def keys_under(state: StateDict, prefix: str) -> StateDict:
+    """The entries whose key starts with ``prefix``, with it removed."""
+    return {key[len(prefix):]: value for key, value in state.items()
+            if key.startswith(prefix)}
+
+
+def drop_matching(state: StateDict, drops: Sequence[Drop],
+                  log: ConversionLog) -> StateDict:
+    """``state`` without the keys that match a pattern of ``drops``; each
+    dropped key is logged with the reason of its first matching pattern."""
+    kept: StateDict = {}
+    for key, value in state.items():
+        reason = next((why for pattern, why in drops if pattern.search(key)),
+                      None)
+        if reason is None:
+            kept[key] = value
+        else:
+            log.dropped[log.renamed.pop(key, key)] = reason
+    return kept

@@ -1,12 +1,14 @@
-"""Training-engine pieces: crash-safe checkpoint files, an exact-resume
-checkpoint hook and CPU-capable mixed precision (registered in the
-``mmswin`` scope)."""
+"""Training-engine pieces: crash-safe checkpoint files, exact resume (a
+checkpoint hook and a batch sampler that derive every random draw from the
+seed) and CPU-capable mixed precision, registered in the ``mmswin``
+scope."""
 from .amp import AutocastOptimWrapper, amp_optim_wrapper_type
 from .atomic_io import ATOMIC_BACKEND, AtomicLocalBackend, atomic_write_bytes
 from .checkpoint_hook import ResumableCheckpointHook
+from .resumable_sampler import ResumableBatchSampler, SeededIndex
 
 __all__ = [
     'ATOMIC_BACKEND', 'AtomicLocalBackend', 'atomic_write_bytes',
-    'ResumableCheckpointHook', 'AutocastOptimWrapper',
-    'amp_optim_wrapper_type'
+    'ResumableCheckpointHook', 'ResumableBatchSampler', 'SeededIndex',
+    'AutocastOptimWrapper', 'amp_optim_wrapper_type'
 ]

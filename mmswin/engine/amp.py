@@ -4,7 +4,7 @@ from typing import Optional, Union
 
 import torch
 import torch.nn as nn
-from mmengine.optim import AmpOptimWrapper, OptimWrapper
+from mmengine.optim import OptimWrapper
 
 from ..registry import OPTIM_WRAPPERS
 
@@ -12,14 +12,17 @@ _DTYPES = ('float16', 'bfloat16')
 
 
 @OPTIM_WRAPPERS.register_module()
-class AutocastOptimWrapper(AmpOptimWrapper):
-    """mmengine's ``AmpOptimWrapper`` on CUDA or CPU.
+class AutocastOptimWrapper(OptimWrapper):
+    """Mixed-precision training on CUDA or CPU, built on mmengine's public
+    :class:`~mmengine.optim.OptimWrapper` methods.
 
-    mmengine's wrapper refuses to start without an accelerator, so
-    ``tools/train.py --amp`` could not run on a CPU machine. This one
+    mmengine's ``AmpOptimWrapper`` refuses to start without an accelerator,
+    so ``tools/train.py --amp`` could not run on a CPU machine. This wrapper
     autocasts on ``device`` (default: CUDA when available, else CPU) and
-    keeps everything else of mmengine's wrapper (gradient clipping and
-    accumulation, ``loss_scaler`` in the state dict, resume).
+    keeps what mmengine's does: dynamic or static loss scaling for float16
+    (a step whose gradients overflow is skipped), gradient clipping and
+    accumulation from ``OptimWrapper``, and ``'loss_scaler'`` in the state
+    dict, so its checkpoints and ``AmpOptimWrapper``'s resume each other.
 
     Args:
         loss_scale: ``'dynamic'``, a static scale (float) or GradScaler
@@ -37,9 +40,7 @@ class AutocastOptimWrapper(AmpOptimWrapper):
                  dtype: Optional[Union[str, torch.dtype]] = None,
                  device: Optional[str] = None,
                  **kwargs) -> None:
-        # AmpOptimWrapper.__init__ asserts an accelerator; its other state
-        # (cast_dtype, loss_scaler, _scale_update_param) is set here.
-        OptimWrapper.__init__(self, **kwargs)
+        super().__init__(**kwargs)
         self.device_type = device or (
             'cuda' if torch.cuda.is_available() else 'cpu')
         if self.device_type not in ('cuda', 'cpu'):
@@ -54,11 +55,13 @@ class AutocastOptimWrapper(AmpOptimWrapper):
                              f'{dtype!r}')
         self.cast_dtype = getattr(torch, dtype)
         scaling = self.cast_dtype == torch.float16
-        self._scale_update_param = None
+        # A static scale is passed to every GradScaler.update, as mmengine
+        # does; None lets the scale grow and shrink.
+        self.static_loss_scale: Optional[float] = None
         if loss_scale == 'dynamic':
             scaler_args = {}
         elif isinstance(loss_scale, float):
-            self._scale_update_param = loss_scale
+            self.static_loss_scale = loss_scale
             scaler_args = dict(init_scale=loss_scale)
         elif isinstance(loss_scale, dict):
             scaler_args = dict(loss_scale)
@@ -68,11 +71,45 @@ class AutocastOptimWrapper(AmpOptimWrapper):
         self.loss_scaler = torch.amp.GradScaler(
             self.device_type, enabled=scaling, **scaler_args)
 
+    def backward(self, loss: torch.Tensor, **kwargs) -> None:
+        """Back-propagate the loss times the current loss scale."""
+        super().backward(self.loss_scaler.scale(loss), **kwargs)
+
+    def step(self, **kwargs) -> None:
+        """Unscale the gradients, then clip and step as ``OptimWrapper``
+        does unless a gradient overflowed; update the loss scale."""
+        if not self.loss_scaler.is_enabled():
+            super().step(**kwargs)
+            return
+        self.loss_scaler.unscale_(self.optimizer)
+        if self._gradients_finite():
+            super().step(**kwargs)
+        self.loss_scaler.update(self.static_loss_scale)
+
+    def _gradients_finite(self) -> bool:
+        return all(bool(torch.isfinite(p.grad).all())
+                   for group in self.optimizer.param_groups
+                   for p in group['params'] if p.grad is not None)
+
+    def state_dict(self) -> dict:
+        """The optimizer's state dict plus ``'loss_scaler'``."""
+        state = super().state_dict()
+        state['loss_scaler'] = self.loss_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Inverse of :meth:`state_dict` (also reads ``AmpOptimWrapper``'s
+        state dicts)."""
+        state_dict = dict(state_dict)
+        if 'loss_scaler' in state_dict:
+            self.loss_scaler.load_state_dict(state_dict.pop('loss_scaler'))
+        super().load_state_dict(state_dict)
+
     @contextmanager
     def optim_context(self, model: nn.Module):
         """Autocast forward passes (and keep OptimWrapper's gradient
         accumulation context)."""
-        with OptimWrapper.optim_context(self, model), torch.autocast(
+        with super().optim_context(model), torch.autocast(
                 self.device_type, dtype=self.cast_dtype):
             yield
 

@@ -1,49 +1,59 @@
 """A CheckpointHook whose checkpoints survive a kill and resume exactly."""
+import os
 import os.path as osp
-import random
-from typing import List, Optional, Tuple
+import re
+from typing import Any, Dict, List
 
-import numpy as np
-import torch
-from mmengine.dist import get_world_size, is_main_process
+from mmengine.dist import barrier, get_rank, is_main_process
 from mmengine.hooks import CheckpointHook
-from mmengine.runner import EpochBasedTrainLoop
 
 from ..registry import HOOKS
 from .atomic_io import ATOMIC_BACKEND, atomic_write_text, remove_partial_files
+from .seeding import TRAIN_STEP_STREAM, derive_seed, seed_generators
 
-RNG_STATE_KEY = 'rng_state'
-
-
-def capture_rng_state() -> dict:
-    """The global generators' states: torch's CPU (and CUDA, when in use),
-    numpy's and python's, as tensors, ints and tuples only, so that a
-    weights-only ``torch.load`` reads them back."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = dict(
-        torch=torch.get_rng_state(),
-        numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=pos,
-                   has_gauss=has_gauss, gauss=gauss),
-        python=random.getstate())
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state['cuda'] = torch.cuda.get_rng_state_all()
-    return state
+# The file in the work dir that names the checkpoint ``--resume`` loads
+# (mmengine's name).
+POINTER = 'last_checkpoint'
 
 
-def restore_rng_state(state: dict, data_side: bool = True) -> None:
-    """Inverse of :func:`capture_rng_state`. ``data_side=False`` leaves
-    numpy and python alone (for loops that replay the data pipeline)."""
-    torch.set_rng_state(state['torch'])
-    cuda = state.get('cuda')
-    if cuda and torch.cuda.is_available() and (
-            len(cuda) == torch.cuda.device_count()):
-        torch.cuda.set_rng_state_all(cuda)
-    if data_side and 'numpy' in state:
-        npy = state['numpy']
-        np.random.set_state(
-            ('MT19937', npy['keys'].numpy().astype(np.uint32), npy['pos'],
-             npy['has_gauss'], npy['gauss']))
-        random.setstate(state['python'])
+class DeferredRemoval:
+    """A file backend whose ``remove`` and ``rmtree`` wait for
+    :meth:`flush`; everything else is the wrapped backend's.
+
+    mmengine's CheckpointHook deletes the checkpoint that falls out of
+    ``max_keep_ckpts`` (and a replaced best checkpoint) before it writes the
+    new one; holding the deletions back until the new file and the pointer
+    are on disk means a kill in between always leaves one to resume from.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.pending: List[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+    def remove(self, path: str) -> None:
+        """Delete the file at ``path`` at the next :meth:`flush`."""
+        self.pending.append(path)
+
+    def rmtree(self, path: str) -> None:
+        """Delete the folder at ``path`` at the next :meth:`flush`."""
+        self.pending.append(path)
+
+    def flush(self) -> List[str]:
+        """Carry out the held-back deletions; returns the deleted paths."""
+        done = []
+        for path in self.pending:
+            if self.backend.isfile(path):
+                self.backend.remove(path)
+            elif self.backend.isdir(path):  # deepspeed checkpoints
+                self.backend.rmtree(path)
+            else:
+                continue
+            done.append(path)
+        self.pending = []
+        return done
 
 
 @HOOKS.register_module()
@@ -55,32 +65,30 @@ class ResumableCheckpointHook(CheckpointHook):
         default_hooks = dict(checkpoint=dict(
             type='mmswin.ResumableCheckpointHook', interval=...))
 
-    It accepts every argument of :class:`mmengine.hooks.CheckpointHook` and
-    changes three things:
+    It accepts every argument of :class:`mmengine.hooks.CheckpointHook`,
+    extends only its public hook methods, and changes three things:
 
     - Files appear only complete. Checkpoints go through the
-      ``'mmswin_atomic_local'`` backend (temporary file, fsync, rename) and
-      ``last_checkpoint`` is rewritten the same way, so ``--resume`` never
-      reads a half-written file. Partial files of a killed run are deleted
-      when training starts. (A remote ``out_dir`` or explicit
-      ``backend_args`` keep the backend they name.)
-    - With ``max_keep_ckpts``, old checkpoints are deleted only after the
-      new one and the ``last_checkpoint`` pointer are on disk; mmengine
-      deletes first, so a kill in between can leave nothing to resume from.
-    - The random generators' states are saved in each checkpoint
-      (``'rng_state'``) and restored when training resumes from it, so
-      dropout, drop-path, the detectors' proposal samplers and the data
-      augmentations draw the same numbers as in an uninterrupted run: with
-      the same seed and ``randomness.deterministic``, a killed and resumed
-      run ends with the same weights. Iteration-based loops replay the data
-      pipeline (mmengine re-loads the trained batches), so there only
-      torch's state is restored; epoch-based loops also get numpy's and
-      python's. Validation during training runs on a copy of the
-      generator states, so it does not shift the training stream (a
-      resumed run does not repeat the validation that followed its
-      checkpoint). Limits: single-process runs only (a checkpoint holds rank
-      0's state), and an epoch-based loop with ``persistent_workers``
-      keeps worker generators that no checkpoint can hold.
+      ``'mmswin_atomic_local'`` backend (temporary file, fsync, rename);
+      partial files of a killed run are deleted when training starts. (A
+      remote ``out_dir`` or explicit ``backend_args`` keep the backend they
+      name.)
+    - There is always a checkpoint to resume from. Old checkpoints
+      (``max_keep_ckpts``, a replaced best one) are deleted only after the
+      new checkpoint and ``last_checkpoint`` are on disk; mmengine deletes
+      first. A ``last_checkpoint`` that a kill left half-written is pointed
+      at the newest complete checkpoint when the next run starts, before
+      ``--resume`` reads it, and checkpoints the killed run had yet to
+      delete are deleted on resume.
+    - The training step's randomness is derived, not carried: before every
+      iteration python's, numpy's and torch's (CPU and CUDA) generators are
+      seeded from (seed, rank, iteration). Dropout, drop-path and the
+      detectors' proposal samplers therefore draw the same numbers in a
+      resumed run, in every process of a multi-process run, and validation
+      between epochs does not shift them. With
+      :class:`~mmswin.engine.ResumableBatchSampler` for the data side, the
+      same seed and ``randomness.deterministic=True``, a killed and resumed
+      run ends with the weights of the uninterrupted one.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -91,93 +99,113 @@ class ResumableCheckpointHook(CheckpointHook):
         if self.writes_atomically:
             kwargs['backend_args'] = dict(backend=ATOMIC_BACKEND)
         super().__init__(*args, **kwargs)
-        # (iteration the checkpoint was saved after, its generator state)
-        self._rng_to_restore: Optional[Tuple[int, dict]] = None
-        self._rng_before_val: Optional[dict] = None
 
-    # -- set-up and atomic files ---------------------------------------------
+    # -- before training: repair what a kill left ----------------------------
+    def before_run(self, runner) -> None:
+        """Point an unreadable ``last_checkpoint`` at the newest complete
+        checkpoint (or remove it if there is none): runs before the runner
+        resumes from it."""
+        super().before_run(runner)
+        if self.writes_atomically and is_main_process():
+            self._repair_pointer(runner)
+        barrier()  # the other processes read the pointer next
+
     def before_train(self, runner) -> None:
-        """Set up as mmengine does, restore the resumed run's generator
-        state, and delete partial files a killed run left behind."""
+        """Set up as mmengine does, hold back deletions, and delete the
+        files a killed run left behind."""
         super().before_train(runner)
-        if self._rng_to_restore is not None:
-            saved_iter, state = self._rng_to_restore
-            self._rng_to_restore = None
-            # Only on resume: ``load_from`` also loads a checkpoint but
-            # starts again at iteration 0.
-            if saved_iter == runner.iter and get_world_size() > 1:
-                runner.logger.info('Multi-process run: the random generator '
-                                   'states are not restored (a checkpoint '
-                                   'holds rank 0\'s only).')
-            elif saved_iter == runner.iter:
-                # Iteration-based loops re-load the trained batches, which
-                # replays the data pipeline's numpy/python draws.
-                restore_rng_state(state, data_side=isinstance(
-                    runner.train_loop, EpochBasedTrainLoop))
-                runner.logger.info(
-                    f'Restored the random generator state of iteration '
-                    f'{saved_iter}.')
+        self.file_backend = DeferredRemoval(self.file_backend)
         if is_main_process() and self.writes_atomically:
-            for path in remove_partial_files(self.out_dir):
-                runner.logger.warning(
-                    f'Removed {path}, left by a run killed while saving.')
+            stale = remove_partial_files(self.out_dir)
+            stale += self._remove_unkept_checkpoints()
+            for path in stale:
+                runner.logger.warning(f'Removed {path}, left by a killed run.')
+        if runner.iter > 0:
+            runner.logger.info(
+                f'Restored the random generator state of iteration '
+                f'{runner.iter}: it is derived from (seed {runner.seed}, '
+                f'rank {get_rank()}, iteration).')
 
-    def _save_checkpoint_with_step(self, runner, step: int,
-                                   meta: dict) -> None:
-        stale = self._advance_kept_steps(runner, step)
-        filename = self.filename_tmpl.format(step)
-        self.last_ckpt = self.file_backend.join_path(self.out_dir, filename)
-        runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        runner.save_checkpoint(
-            self.out_dir, filename, self.file_client_args,
-            save_optimizer=self.save_optimizer,
-            save_param_scheduler=self.save_param_scheduler, meta=meta,
-            by_epoch=self.by_epoch, backend_args=self.backend_args,
-            **self.args)
-        if not is_main_process():
+    def _checkpoint_folder(self, runner) -> str:
+        # Where before_train will put the checkpoints (mmengine's rule).
+        if self.out_dir is None or self.out_dir == runner.work_dir:
+            return runner.work_dir
+        return osp.join(self.out_dir,
+                        osp.basename(runner.work_dir.rstrip(osp.sep)))
+
+    def _saved_checkpoints(self, folder: str) -> Dict[int, str]:
+        """{step: path} of the checkpoint files in ``folder`` named by
+        ``filename_tmpl``."""
+        pattern = re.escape(self.filename_tmpl).replace(r'\{\}', r'(\d+)')
+        if pattern.count(r'(\d+)') != 1 or not osp.isdir(folder):
+            return {}
+        saved = {}
+        for name in os.listdir(folder):
+            match = re.fullmatch(pattern, name)
+            path = osp.join(folder, name)
+            if match and osp.isfile(path):
+                saved[int(match.group(1))] = path
+        return saved
+
+    def _repair_pointer(self, runner) -> None:
+        pointer = osp.join(runner.work_dir, POINTER)
+        if not osp.isfile(pointer):
             return
-        atomic_write_text(self.last_ckpt,
-                          osp.join(runner.work_dir, 'last_checkpoint'))
-        for path in stale:
-            if self.file_backend.isfile(path):
-                self.file_backend.remove(path)
-            elif self.file_backend.isdir(path):  # deepspeed checkpoints
-                self.file_backend.rmtree(path)
+        with open(pointer) as f:
+            if osp.isfile(f.read().strip()):
+                return
+        saved = self._saved_checkpoints(self._checkpoint_folder(runner))
+        if saved:
+            atomic_write_text(saved[max(saved)], pointer)
+            runner.logger.warning(
+                f'{pointer} was left unreadable by a killed run; it now '
+                f'names the newest complete checkpoint, {saved[max(saved)]}.')
+        else:
+            os.remove(pointer)
+            runner.logger.warning(f'Removed {pointer}: unreadable and no '
+                                  'complete checkpoint to name.')
 
-    def _advance_kept_steps(self, runner, step: int) -> List[str]:
-        """Record ``step`` among the kept checkpoints (as mmengine does) and
-        return the paths that fall out, to delete once ``step`` is saved."""
-        if self.max_keep_ckpts <= 0 or (self.keep_ckpt_ids and
-                                        self.keep_ckpt_ids[-1] == step):
+    def _remove_unkept_checkpoints(self) -> List[str]:
+        """After a resume: the checkpoints older than the newest kept one
+        that ``max_keep_ckpts`` had dropped but a kill left on disk."""
+        kept = set(getattr(self, 'keep_ckpt_ids', ()))
+        if self.max_keep_ckpts <= 0 or not kept:
             return []
-        stale = []
-        if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
-            old = self.keep_ckpt_ids.popleft()
-            stale.append(self.file_backend.join_path(
-                self.out_dir, self.filename_tmpl.format(old)))
-        self.keep_ckpt_ids.append(step)
-        runner.message_hub.update_info('keep_ckpt_ids',
-                                       list(self.keep_ckpt_ids))
-        return stale if is_main_process() else []
+        removed = []
+        for step, path in self._saved_checkpoints(self.out_dir).items():
+            if step < max(kept) and step not in kept:
+                os.remove(path)
+                removed.append(path)
+        return removed
 
-    # -- random generator state ----------------------------------------------
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Store the generator states in ``checkpoint['rng_state']``."""
-        checkpoint[RNG_STATE_KEY] = capture_rng_state()
+    # -- during training -----------------------------------------------------
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch: Any = None) -> None:
+        """Seed the generators for this iteration from (seed, rank,
+        iteration)."""
+        super().before_train_iter(runner, batch_idx, data_batch)
+        seed_generators(derive_seed(runner.seed, TRAIN_STEP_STREAM,
+                                    get_rank(), runner.iter))
 
-    def before_val(self, runner) -> None:
-        """Remember the generator states validation will draw from."""
-        self._rng_before_val = capture_rng_state()
+    def after_train_iter(self, runner, batch_idx: int, data_batch: Any = None,
+                         outputs: Any = None) -> None:
+        """Save as mmengine does, then delete what the save replaced."""
+        super().after_train_iter(runner, batch_idx, data_batch, outputs)
+        self._remove_replaced()
 
-    def after_val(self, runner) -> None:
-        """Give training back the generator states it had."""
-        if self._rng_before_val is not None:
-            restore_rng_state(self._rng_before_val)
-            self._rng_before_val = None
+    def after_train_epoch(self, runner) -> None:
+        """Save as mmengine does, then delete what the save replaced."""
+        super().after_train_epoch(runner)
+        self._remove_replaced()
 
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Keep the loaded generator state until training starts."""
-        state = checkpoint.get(RNG_STATE_KEY)
-        saved_iter = checkpoint.get('meta', {}).get('iter')
-        self._rng_to_restore = None if state is None or saved_iter is None \
-            else (saved_iter, state)
+    def after_val_epoch(self, runner, metrics: Any = None) -> None:
+        """Save the best checkpoint as mmengine does, then delete the one
+        it replaced."""
+        super().after_val_epoch(runner, metrics)
+        self._remove_replaced()
+
+    def _remove_replaced(self) -> None:
+        # No backend yet where validation runs without training.
+        backend = getattr(self, 'file_backend', None)
+        if isinstance(backend, DeferredRemoval):
+            backend.flush()

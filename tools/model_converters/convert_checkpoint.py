@@ -1,13 +1,14 @@
 """Convert a Swin checkpoint of any supported layout to mmswin's.
 
     python tools/model_converters/convert_checkpoint.py SRC DST
-        [--src-format auto|official|mmdet|mmseg|mmpretrain|timm|torchvision|hf]
-        [--window-size N] [--prefix P]
+        [--src-format auto|FAMILY] [--window-size N] [--prefix P]
 
 SRC is read safely (``torch.load(weights_only=True)`` or safetensors) and
 may be a URL. DST ends in ``.pth`` (``{'state_dict': ..., 'meta': ...}``)
 or ``.safetensors``. The backbone is found and its layout detected unless
-``--src-format`` names one; derived buffers and classification parts are
+``--src-format`` names a family or an alias of the family table
+(mmswin/checkpoint/families, listed by ``--help``); derived buffers and
+classification parts are
 dropped. ``--window-size`` resizes V1 relative position bias tables
 (bicubic) for a model with another window. mmswin's loader does all this on
 the fly as well; converting once gives a small, plain file.
@@ -19,15 +20,16 @@ from typing import List, Optional
 from mmswin.checkpoint import (
     CheckpointError,
     convert_state_dict,
-    extract_state_dict,
-    read_checkpoint,
+    read_state_dict,
     save_checkpoint,
 )
+from mmswin.checkpoint.families import FAMILIES
 from mmswin.checkpoint.loader import describe
 from mmswin.checkpoint.transfer import resize_to_window
 
-FORMATS = ('auto', 'official', 'mmdet', 'mmseg', 'mmpretrain', 'timm',
-           'torchvision', 'hf')
+# --src-format choices: the family table's names and aliases.
+FORMATS = ('auto', ) + tuple(
+    name for family in FAMILIES.values() for name in family.names)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -36,8 +38,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description='Convert a Swin checkpoint to mmswin\'s layout')
     parser.add_argument('src', help='source checkpoint (path or URL)')
     parser.add_argument('dst', help='output .pth or .safetensors')
+    families = '; '.join(
+        f'{family.name}' + (f' ({", ".join(family.aliases)})'
+                            if family.aliases else '')
+        for family in FAMILIES.values())
     parser.add_argument('--src-format', default='auto', choices=FORMATS,
-                        help='layout of SRC (default: detect it)')
+                        metavar='FORMAT',
+                        help='layout of SRC: auto (default, detect it) or a '
+                        f'family (aliases): {families}')
     parser.add_argument('--window-size', type=int, default=None,
                         help='resize V1 bias tables to this window')
     parser.add_argument('--prefix', default=None,
@@ -55,12 +63,7 @@ def convert(src: str, dst: str, src_format: str = 'auto',
         CheckpointError: unreadable or unsafe file, no Swin weights, or a
             window size that does not apply.
     """
-    state = extract_state_dict(read_checkpoint(src), source=repr(src))
-    if prefix:
-        state = {k[len(prefix):]: v for k, v in state.items()
-                 if k.startswith(prefix)}
-        if not state:
-            raise CheckpointError(f'no key of {src!r} starts with {prefix!r}')
+    state = read_state_dict(src, prefix)
     try:
         conversion = convert_state_dict(state, src_format)
     except ValueError as err:

@@ -30,5 +30,11 @@ train_pipeline = [
         ]),
     dict(type='PackDetInputs'),
 ]
-train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+# Each sample draws its augmentations from its own seed, so a run resumed
+# with --resume sees those of the uninterrupted run (any number of
+# persistent workers); mmdet's aspect-ratio grouping still forms the batches.
+train_dataloader = dict(
+    batch_sampler=dict(type='mmswin.ResumableBatchSampler',
+                       batch_sampler=dict(type='AspectRatioBatchSampler')),
+    dataset=dict(pipeline=train_pipeline))
 del _scales_a

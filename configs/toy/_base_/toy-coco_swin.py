@@ -58,6 +58,9 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=4,
     num_workers=1,
+    # per-sample seeds: --resume sees the uninterrupted run's augmentations
+    batch_sampler=dict(type='mmswin.ResumableBatchSampler',
+                       batch_sampler=dict(type='AspectRatioBatchSampler')),
     dataset=dict(
         data_root=data_root,
         metainfo=metainfo,

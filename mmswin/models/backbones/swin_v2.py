@@ -5,10 +5,11 @@ layers: scaled cosine attention with a continuous position bias, res-post-norm
 blocks, patch merging that reduces before it normalises, and (huge/giant) an
 extra LayerNorm every 6 blocks.
 """
-from typing import Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence, Union
 
 from ...registry import MODELS
-from .swin import ARCH_SETTINGS, SwinTransformer
+from .base import LayerVariant, PerStage, SwinBackbone
+from .swin import ARCH_SETTINGS
 
 _V2_URL = 'https://github.com/SwinTransformer/storage/releases/download/v2.0.0/'
 
@@ -51,67 +52,68 @@ for _name, _preset in OFFICIAL_V2_CHECKPOINTS.items():
 
 
 @MODELS.register_module()
-class SwinTransformerV2(SwinTransformer):
-    """Swin Transformer V2 backbone emitting 4-stage hierarchical features.
+class SwinTransformerV2(SwinBackbone):
+    """Swin Transformer V2 backbone: res-post-norm blocks, scaled cosine
+    window attention with a continuous position bias, patch merging that
+    reduces before it normalises and (huge/giant) an extra LayerNorm every
+    6 blocks, in the layers V1 uses.
 
-    Everything of :class:`SwinTransformer` (any input size, ``out_indices``
-    with per-output norms, ``frozen_stages``, ``norm_eval``, ``with_cp``,
-    SDPA or math attention) plus SwinV2's layers. Parameter names follow the
-    official SwinV2 code (``attn.logit_scale``, ``attn.cpb_mlp``,
+    Everything of :class:`~.base.SwinBackbone` (any input size, any number
+    of stages, ``out_indices`` with per-output norms, ``frozen_stages``,
+    ``norm_eval``, ``with_cp``, SDPA or math attention). Parameter names
+    follow the official SwinV2 code (``attn.logit_scale``, ``attn.cpb_mlp``,
     ``attn.q_bias``, ``attn.v_bias``).
 
     Args:
         arch: ``'tiny'``, ``'small'``, ``'base'``, ``'large'``, ``'huge'``,
-            ``'giant'``, a dict, or an official checkpoint name such as
-            ``'swinv2_tiny_patch4_window16_256'`` (sets the architecture,
-            the windows and the pretraining image size it was trained with;
-            its URL is in ``OFFICIAL_V2_CHECKPOINTS``).
+            ``'giant'``, a dict with ``embed_dims``, ``depths``,
+            ``num_heads`` and optionally ``extra_norm_every`` (a LayerNorm
+            after every k-th block of a stage; 0: none), or an official
+            checkpoint name such as ``'swinv2_tiny_patch4_window16_256'``
+            (sets the architecture and the defaults of ``window_size``,
+            ``pretrained_window_sizes`` and ``pretrain_img_size`` to what
+            it was trained with; its URL is in ``OFFICIAL_V2_CHECKPOINTS``).
         window_size: Window side, one for all stages or one per stage.
             Default: the checkpoint name's windows, else 8.
         pretrained_window_sizes: Window of the pretraining per stage (or
             one for all); the continuous position bias rescales its
             coordinates by it so a window-8 checkpoint runs at window 16.
-            0 means the stage's own window.
-        **kwargs: As for :class:`SwinTransformer`.
+            0 means the stage's own window. Default: the checkpoint name's,
+            else 0.
+        pretrain_img_size: As for :class:`~.base.SwinBackbone`. Default: the
+            checkpoint name's, else 224.
+        **kwargs: The other arguments of :class:`~.base.SwinBackbone` (an
+            unknown name raises TypeError naming it; V1's ``qk_scale`` is
+            unknown here: cosine attention learns its scale).
 
     Shape:
         - x: ``(B, in_channels, H, W)``.
         - output: tuple of ``(B, C * 2**i, H_i, W_i)`` for i in
-          ``out_indices`` (strides 4, 8, 16, 32).
+          ``out_indices``, with ``H_0 = ceil(H / patch_size)`` and
+          ``H_{i+1} = ceil(H_i / 2)``.
     """
 
     arch_settings = V2_ARCH_SETTINGS
     version = 2
 
     def __init__(self, arch: Union[str, Dict] = 'tiny',
-                 window_size: Optional[Union[int, Sequence[int]]] = None,
-                 pretrained_window_sizes: Optional[
-                     Union[int, Sequence[int]]] = None,
-                 **kwargs) -> None:
-        preset = OFFICIAL_V2_CHECKPOINTS.get(arch) if isinstance(
-            arch, str) else None
-        if preset is not None:
-            arch = preset['arch']
-            window_size = preset['window_size'] if window_size is None \
-                else window_size
-            if pretrained_window_sizes is None:
-                pretrained_window_sizes = preset['pretrained_window_sizes']
-            kwargs.setdefault('pretrain_img_size', preset['pretrain_img_size'])
-        self._extra_norm_every = 0
-        if isinstance(arch, str) and arch in self.arch_settings:
-            self._extra_norm_every = self.arch_settings[arch].get(
-                'extra_norm_every', 0)
-        self._pretrained_windows = pretrained_window_sizes or 0
-        super().__init__(arch=arch,
-                         window_size=8 if window_size is None else window_size,
-                         **kwargs)
+                 window_size: Optional[PerStage] = None,
+                 pretrained_window_sizes: Optional[PerStage] = None,
+                 pretrain_img_size: Optional[Union[int, Sequence[int]]] = None,
+                 **kwargs: Any) -> None:
+        preset = OFFICIAL_V2_CHECKPOINTS.get(arch, {}) if isinstance(
+            arch, str) else {}
+        super().__init__(
+            preset.get('arch', arch),
+            LayerVariant(post_norm=True, pretrained_window_sizes=_first(
+                pretrained_window_sizes,
+                preset.get('pretrained_window_sizes'), 0)),
+            window_size=_first(window_size, preset.get('window_size'), 8),
+            pretrain_img_size=_first(pretrain_img_size,
+                                     preset.get('pretrain_img_size'), 224),
+            **kwargs)
 
-    def _stage_options(self, stage: int) -> dict:
-        pretrained = self._per_stage('pretrained_window_sizes',
-                                     self._pretrained_windows,
-                                     len(self.depths))
-        if any(not isinstance(p, int) or p < 0 for p in pretrained):
-            raise ValueError('pretrained_window_sizes must be ints >= 0 (0: '
-                             f'the stage\'s own window), got {pretrained!r}')
-        return dict(post_norm=True, pretrained_window_size=pretrained[stage],
-                    extra_norm_every=self._extra_norm_every)
+
+def _first(*values):
+    """The first value that is not None."""
+    return next(v for v in values if v is not None)

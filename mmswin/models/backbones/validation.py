@@ -7,7 +7,7 @@ states what is allowed.
 """
 import math
 import numbers
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -40,11 +40,6 @@ def check_int(name: str, value, low: int, high: Optional[int] = None) -> int:
             kind = 'a positive int' if low == 1 else f'an int >= {low}'
         raise ValueError(f'{name} must be {kind}, got {value!r}')
     return int(value)
-
-
-def check_range(name: str, value, low: int, high: int) -> int:
-    """``value`` must be an int in ``[low, high]``."""
-    return check_int(name, value, low, high)
 
 
 def check_float(name: str, value, low: float, high: float = math.inf,
@@ -86,12 +81,22 @@ def check_int_sequence(name: str, value, low: int = 1,
     return tuple(int(v) for v in value)
 
 
-def check_pair(name: str, value) -> Tuple[int, int]:
-    """A positive int or a (height, width) pair of them."""
+def check_size(name: str, value) -> Tuple[int, int]:
+    """An image size: a positive int, or a ``(size,)`` or ``(height, width)``
+    list or tuple of them (mmdet and mmseg accept all three). Returns
+    ``(height, width)``."""
     if _is_int(value):
         check_int(name, value, 1)
         return (int(value), int(value))
-    return check_int_sequence(name, value, low=1, length=2)
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f'{name} must be an int or a (size,) or (height, '
+                        f'width) tuple of ints, got {type(value).__name__} '
+                        f'{value!r}')
+    if len(value) not in (1, 2):
+        raise ValueError(f'{name} must be a size, (size,) or (height, '
+                         f'width), got {len(value)} entries: {value!r}')
+    size = check_int_sequence(name, value, low=1)
+    return (size[0], size[-1])
 
 
 def check_per_stage(name: str, value, num_stages: int,
@@ -122,25 +127,44 @@ def check_indices(name: str, value, num_stages: int) -> Tuple[int, ...]:
     return indices
 
 
-def check_cfg_type(name: str, cfg, allowed: Sequence[str]) -> None:
-    """``cfg`` must be None or a dict whose ``type`` is in ``allowed``."""
+def check_cfg(name: str, cfg, expected: Dict, **optional) -> None:
+    """``cfg`` must be None or ``expected``, optionally with the ``optional``
+    key/value pairs (mmdet/mmseg configs spell the layers Swin has this way;
+    any other layer or option would be silently ignored, so it is refused).
+    """
     if cfg is None:
         return
     if not isinstance(cfg, dict):
-        raise TypeError(f'{name} must be a dict like '
-                        f'dict(type={allowed[0]!r}) or None, got '
-                        f'{type(cfg).__name__} {cfg!r}')
-    check_choice(f"{name}['type']", cfg.get('type'), allowed)
+        raise TypeError(f'{name} must be a dict like {expected!r} or None, '
+                        f'got {type(cfg).__name__} {cfg!r}')
+    if cfg.get('type') != expected['type']:
+        raise ValueError(f"{name}['type'] must be {expected['type']!r} (Swin "
+                         f"has no other), got {cfg.get('type')!r}")
+    allowed = dict(optional, **expected)
+    wrong = sorted(k for k in cfg if k not in allowed or cfg[k] != allowed[k])
+    if wrong:
+        extras = ', '.join(f'{k}={v!r}' for k, v in optional.items())
+        raise ValueError(f'{name} option(s) {wrong} are not supported: '
+                         f'{name} may be {expected!r}'
+                         + (f' (optionally with {extras})' if extras else '')
+                         + f' or None, got {cfg!r}')
 
 
-def check_kwargs(owner: str, kwargs: Dict, accepted: Iterable[str]) -> None:
-    """Reject keyword arguments ``owner`` does not know, listing the
-    ones it accepts (a typo otherwise surfaces deep in a sub-module)."""
-    accepted = set(accepted)
-    unknown = sorted(set(kwargs) - accepted)
-    if unknown:
-        raise TypeError(f'{owner} got unexpected argument(s) {unknown}; it '
-                        f'accepts {sorted(accepted)}')
+def check_strides(strides, patch_size: int, num_stages: int) -> None:
+    """mmdet's ``strides``: None or ``(patch_size, 2, ..., 2)``, one entry
+    per stage (Swin downsamples by 2x2 patch merging only)."""
+    if strides is None:
+        return
+    expected = (patch_size, ) + (2, ) * (num_stages - 1)
+    if not isinstance(strides, (list, tuple)):
+        raise TypeError(f'strides must be None or a tuple, here {expected} '
+                        f'(patch_size, then 2 per further stage), got '
+                        f'{type(strides).__name__} {strides!r}')
+    if tuple(strides) != expected:
+        raise ValueError(f'strides must be (patch_size, 2, ..., 2) with one '
+                         f'entry per stage, here {expected}, or None; got '
+                         f'{strides!r}: Swin downsamples by 2x2 patch merging '
+                         'only')
 
 
 def check_arch(arch, presets: Dict[str, Dict], embed_dims: Optional[int],
@@ -148,7 +172,11 @@ def check_arch(arch, presets: Dict[str, Dict], embed_dims: Optional[int],
                num_heads: Optional[Sequence[int]]) -> Dict:
     """Resolve ``arch`` (a preset name or a dict) plus explicit overrides.
 
-    Returns ``dict(embed_dims=int, depths=tuple, num_heads=tuple)``.
+    A dict may hold the keys of the presets (V2's have
+    ``extra_norm_every``) and nothing else.
+
+    Returns ``dict(embed_dims=int, depths=tuple, num_heads=tuple,
+    extra_norm_every=int)`` (0: no extra norms).
     """
     required = ('embed_dims', 'depths', 'num_heads')
     if isinstance(arch, str):
@@ -189,7 +217,10 @@ def check_arch(arch, presets: Dict[str, Dict], embed_dims: Optional[int],
             raise ValueError(
                 f'num_heads[{i}]={h!r} must divide the {channels} channels of '
                 f'stage {i} (embed_dims={dims} * 2**{i})')
-    return dict(embed_dims=dims, depths=depths, num_heads=heads)
+    extra_norm_every = check_int('extra_norm_every',
+                                 arch.get('extra_norm_every', 0), 0)
+    return dict(embed_dims=dims, depths=depths, num_heads=heads,
+                extra_norm_every=extra_norm_every)
 
 
 def check_input(x, in_channels: int, check_finite: bool,

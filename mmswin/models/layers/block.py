@@ -1,29 +1,28 @@
 """Swin blocks and stages, shared by V1 and V2."""
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
 
+from .. import cpu_fast_path
 from .attention import WindowAttention
-from .mlp import Mlp, chunk_rows
+from .mlp import Mlp
 from .patch import PatchMerging
 from .windows import (
-    TokenLayout,
-    WindowRun,
-    change_layout,
-    enter_layout,
-    leave_layout,
-    token_layout,
+    pad_to_multiple,
+    shift_window_mask,
+    window_partition,
+    window_reverse,
 )
+
+Branch = Callable[[torch.Tensor], torch.Tensor]
 
 
 class DropPath(nn.Module):
     """Stochastic depth: drop the whole residual branch per sample.
 
-    Shape: any ``(B, ...)`` in, same out; or, with ``row_sample``, rows
-    ``(R, C)`` of several samples, row ``r`` belonging to sample
-    ``row_sample[r]`` (``num_samples`` of them).
+    Shape: any ``(B, ...)`` in, same out.
     """
 
     def __init__(self, drop_prob: float = 0.) -> None:
@@ -33,17 +32,12 @@ class DropPath(nn.Module):
     def extra_repr(self) -> str:
         return f'drop_prob={self.drop_prob}'
 
-    def forward(self, x: torch.Tensor,
-                row_sample: Optional[torch.Tensor] = None,
-                num_samples: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.drop_prob == 0. or not self.training:
             return x
         keep = 1 - self.drop_prob
-        if row_sample is None:
-            shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
-            return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
-        scale = x.new_empty(num_samples).bernoulli_(keep).div_(keep)
-        return x * scale[row_sample][:, None]
+        shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
+        return x * x.new_empty(shape).bernoulli_(keep).div_(keep)
 
 
 class SwinBlock(nn.Module):
@@ -53,14 +47,11 @@ class SwinBlock(nn.Module):
     V2 (``post_norm=True``, res-post-norm as in the official code):
     ``x + dp(norm1(attn(x)))``, then ``x + dp(norm2(mlp(x)))``.
 
-    The block works on a stage's token rows in the :class:`TokenLayout` of
-    its shift (see :mod:`.windows`): the real tokens only, the attention
-    reading the padding as the official zeros, so there is no pad, crop,
-    roll or partition per block and no work on padded tokens outside
-    attention.
-    Without autograd (``torch.no_grad``/``inference_mode``), in eval mode
-    and on CPU, it processes the windows in cache-sized pieces; the
-    arithmetic per token is the same.
+    The attention branch pads the map with zeros to whole windows (bottom
+    and right, as the official detection code), rolls it by
+    ``-shift_size`` when shifted, attends inside each window (the shifted
+    windows that wrap around the edge masked by :func:`shift_window_mask`),
+    then reverses each step.
 
     Args:
         dim: Channels C.
@@ -69,6 +60,7 @@ class SwinBlock(nn.Module):
         shift_size: Cyclic shift (0 or ws // 2).
         mlp_ratio: Hidden width of the MLP relative to C.
         qkv_bias: Biases on q, k, v.
+        qk_scale: V1: attention scale (None: ``head_dim ** -0.5``).
         drop: Dropout after the attention projection and in the MLP.
         attn_drop: Dropout on attention weights.
         drop_path: Stochastic depth probability of this block.
@@ -77,16 +69,16 @@ class SwinBlock(nn.Module):
         attn_impl: ``'sdpa'`` or ``'math'``.
 
     Shape:
-        - x: ``(R, C)`` rows in ``layout``, ``R = B * H * W``.
-        - layout: a :class:`TokenLayout` with this block's window and shift.
-        - output: ``(R, C)`` in the same layout.
+        - x: ``(B, H, W, C)``.
+        - output: ``(B, H, W, C)``.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int = 7,
                  shift_size: int = 0, mlp_ratio: float = 4.,
-                 qkv_bias: bool = True, drop: float = 0.,
-                 attn_drop: float = 0., drop_path: float = 0.,
-                 post_norm: bool = False, pretrained_window_size: int = 0,
+                 qkv_bias: bool = True, qk_scale: Optional[float] = None,
+                 drop: float = 0., attn_drop: float = 0.,
+                 drop_path: float = 0., post_norm: bool = False,
+                 pretrained_window_size: int = 0,
                  attn_impl: str = 'sdpa') -> None:
         super().__init__()
         self.window_size = window_size
@@ -95,68 +87,54 @@ class SwinBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(
             dim, window_size, num_heads, qkv_bias=qkv_bias,
-            attn_drop=attn_drop, proj_drop=drop, cosine=post_norm,
-            pretrained_window_size=pretrained_window_size,
+            qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop,
+            cosine=post_norm, pretrained_window_size=pretrained_window_size,
             attn_impl=attn_impl)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
-    def forward(self, x: torch.Tensor, layout: TokenLayout,
-                out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The block on rows ``x`` in ``layout``; without autograd the
-        result may be written to ``out``, which may be ``x`` itself (each
-        piece of rows is read before it is overwritten)."""
-        if (layout.window_size, layout.shift_size) != (self.window_size,
-                                                      self.shift_size):
-            raise ValueError(
-                f'layout has window {layout.window_size} and shift '
-                f'{layout.shift_size}, this block {self.window_size} and '
-                f'{self.shift_size}; build it with token_layout(..., '
-                f'{self.window_size}, {self.shift_size}, device)')
-        if torch.is_grad_enabled():
-            return self._forward_windows(x, layout.windows, layout.batch)
-        if self.training or x.device.type != 'cpu':
-            return self._forward_windows(x, layout.windows, layout.batch,
-                                         out=out)
-        if out is None:
-            out = torch.empty_like(x)
-        bias = self.attn.position_bias()
-        rows = chunk_rows(self.mlp.fc1.out_features)
-        for first, stop, run in layout.chunks(rows):
-            self._forward_windows(x[first:stop], run, layout.batch, bias,
-                                  out=out[first:stop])
-        return out
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.residual(x, self.window_attention, self.mlp,
+                             self.drop_path)
 
-    def _forward_windows(self, x: torch.Tensor, windows: WindowRun,
-                         batch: int,
-                         position_bias: Optional[torch.Tensor] = None,
-                         out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The block on the rows ``x`` of the run ``windows`` (written to
-        ``out`` when given)."""
-
-        def drop_path(y: torch.Tensor) -> torch.Tensor:
-            return self.drop_path(y, windows.row_image, batch)
-
-        def attn(y: torch.Tensor) -> torch.Tensor:
-            return self.attn(y, windows=windows, position_bias=position_bias)
-
+    def residual(self, x: torch.Tensor, attention: Branch, mlp: Branch,
+                 drop_path: Branch) -> torch.Tensor:
+        """The block's formula around its branches; the CPU fast path calls
+        it with branches that work on its own token order."""
         if self.post_norm:
-            x = x + drop_path(self.norm1(attn(x)))
-            y = drop_path(self.norm2(self.mlp(x)))
-        else:
-            x = x + drop_path(attn(self.norm1(x)))
-            y = drop_path(self.mlp(self.norm2(x)))
-        return x + y if out is None else torch.add(x, y, out=out)
+            x = x + drop_path(self.norm1(attention(x)))
+            return x + drop_path(self.norm2(mlp(x)))
+        x = x + drop_path(attention(self.norm1(x)))
+        return x + drop_path(mlp(self.norm2(x)))
+
+    def window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """(Shifted-)window attention of a ``(B, H, W, C)`` map."""
+        height, width = x.shape[1], x.shape[2]
+        ws, shift = self.window_size, self.shift_size
+        x = pad_to_multiple(x, ws)
+        padded_h, padded_w = x.shape[1], x.shape[2]
+        mask = None
+        if shift:
+            x = torch.roll(x, (-shift, -shift), (1, 2))
+            mask = shift_window_mask(padded_h, padded_w, ws, shift,
+                                     x.device, x.dtype)
+        windows = self.attn(window_partition(x, ws), mask)
+        x = window_reverse(windows, ws, padded_h, padded_w)
+        if shift:
+            x = torch.roll(x, (shift, shift), (1, 2))
+        return x[:, :height, :width]
 
 
 class SwinStage(nn.Module):
     """A stage: ``depth`` blocks alternating plain and shifted windows, then
     an optional patch merging (official layout: ``downsample`` at the end).
 
-    The map enters the stage's window layout once (one gather), each
-    change between plain and shifted windows is one gather, and the map
-    leaves once.
+    On CPU in eager mode the blocks run through
+    :mod:`mmswin.models.cpu_fast_path` (same parameters, same arithmetic,
+    tokens kept in window order) unless ``cpu_fast_path=False``; under
+    tracing, ``torch.compile`` and export, and on other devices, they run
+    as written here.
 
     Args:
         dim: Channels C.
@@ -167,6 +145,7 @@ class SwinStage(nn.Module):
         downsample: Append a :class:`PatchMerging`.
         with_cp: Gradient checkpointing per block (saves activation memory).
         extra_norm_every: V2 huge/giant: a LayerNorm after every k-th block.
+        cpu_fast_path: Allow the CPU fast path.
         **block_kwargs: Passed on to :class:`SwinBlock`.
 
     Shape:
@@ -179,13 +158,15 @@ class SwinStage(nn.Module):
                  window_size: int = 7,
                  drop_path: Union[float, Sequence[float]] = 0.,
                  downsample: bool = False, with_cp: bool = False,
-                 extra_norm_every: int = 0, **block_kwargs) -> None:
+                 extra_norm_every: int = 0, cpu_fast_path: bool = True,
+                 **block_kwargs) -> None:
         super().__init__()
         if isinstance(drop_path, (int, float)):
             drop_path = [float(drop_path)] * depth
         self.window_size = window_size
         self.with_cp = with_cp
         self.extra_norm_every = extra_norm_every
+        self.cpu_fast_path = cpu_fast_path
         self.blocks = nn.ModuleList([
             SwinBlock(dim, num_heads, window_size,
                       shift_size=0 if i % 2 == 0 else window_size // 2,
@@ -198,35 +179,21 @@ class SwinStage(nn.Module):
         norm_after = block_kwargs.get('post_norm', False)
         self.downsample = PatchMerging(dim, norm_after) if downsample else None
 
+    def extra_norm(self, block_index: int, x: torch.Tensor) -> torch.Tensor:
+        """V2 huge/giant: the LayerNorm after block ``block_index``, if any
+        (per token, so any token order works)."""
+        every = self.extra_norm_every
+        if every and (block_index + 1) % every == 0:
+            return self.extra_norms[(block_index + 1) // every - 1](x)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, height, width, _ = x.shape
-        layouts = {
-            shift: token_layout(batch, height, width, self.window_size,
-                                shift, x.device)
-            for shift in sorted({block.shift_size for block in self.blocks})
-        }
-        layout = layouts[0] if 0 in layouts else next(iter(layouts.values()))
-        x = enter_layout(x, layout)
-        # Without autograd the rows live in two buffers of the stage's own:
-        # each block overwrites its input, each change of layout gathers
-        # into the other buffer (fresh maps over 32 MB are page-faulted
-        # anew by every op: 1600x2688 took 4.4x the time of 800x1344).
-        in_place = not torch.is_grad_enabled()
-        spare = None
+        if self.cpu_fast_path and cpu_fast_path.applies(x):
+            return cpu_fast_path.run_stage(self, x)
         for i, block in enumerate(self.blocks):
-            target = layouts[block.shift_size]
-            if in_place and target is not layout:
-                spare = torch.empty_like(x) if spare is None else spare
-                x, spare = change_layout(x, layout, target, out=spare), x
+            if self.with_cp and x.requires_grad:
+                x = cp.checkpoint(block, x, use_reentrant=False)
             else:
-                x = change_layout(x, layout, target)
-            layout = target
-            if in_place:
-                x = block(x, layout, out=x)
-            elif self.with_cp and x.requires_grad:
-                x = cp.checkpoint(block, x, layout, use_reentrant=False)
-            else:
-                x = block(x, layout)
-            if self.extra_norm_every and (i + 1) % self.extra_norm_every == 0:
-                x = self.extra_norms[(i + 1) // self.extra_norm_every - 1](x)
-        return leave_layout(x, layout)
+                x = block(x)
+            x = self.extra_norm(i, x)
+        return x

@@ -3,6 +3,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .windows import pad_to_multiple
+
 
 class PatchEmbed(nn.Module):
     """Non-overlapping patch projection (a strided conv) and LayerNorm.
@@ -29,10 +31,10 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dims) if patch_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Always pad (by 0 where the side fits): a branch on the size would
+        # specialise a compiled or exported graph to the traced size.
         p = self.patch_size
-        pad_h, pad_w = -x.shape[2] % p, -x.shape[3] % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))
         # A channels-last input makes the conv write channels-last, so the
         # (B, H, W, C) view below needs no copy (3.6x faster at 800x1344).
         x = self.proj(x.contiguous(memory_format=torch.channels_last))
@@ -65,10 +67,8 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(2 * dim if norm_after else 4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = pad_to_multiple(x, 2)  # always, as in PatchEmbed
         b, h, w, c = x.shape
-        if h % 2 or w % 2:
-            x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
-            h, w = h + h % 2, w + w % 2
         # (B, H/2, 2[row], W/2, 2[col], C) -> (B, H/2, W/2, col, row, C):
         # col-major neighbour order gives TL, BL, TR, BR as the official code.
         x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5)

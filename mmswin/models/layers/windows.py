@@ -1,29 +1,12 @@
-"""Window layouts of a stage's tokens, the cyclic shift and the shift mask.
+"""Windows of a ``(B, H, W, C)`` map: padding, partition, the shift mask.
 
-Inside a stage the tokens are kept as the rows of one ``(R, C)`` matrix,
-``R = B * H * W`` (the real tokens only), ordered window by window, instead
-of a ``(B, H, W, C)`` map that every block pads, rolls, partitions,
-reverses, rolls back and crops. LayerNorm, the MLP and the residual adds
-work per token, so they do not care about the order and never touch
-padding; only attention needs whole windows. A regular block runs on the
-rows as they are, and a shifted block costs one row gather into the
-shifted order (the roll and the partition at once); the next regular
-block gathers back.
-
-For attention the windows of a layout come in groups (:class:`WindowGroup`)
-that are alike: windows without and with the shift mask (the masked ones,
-which wrap around the bottom or right edge, come last, so the others
-attend with the position bias alone, a mask the fused kernel broadcasts),
-and in each, full windows before windows that reach into the padding.
-A full window is ``N = ws**2`` consecutive rows; a padded one has fewer,
-and attention places them into a window whose padded tokens project to
-the qkv bias, exactly the official zero padding.
+Everything here is computed from the input's shape with tensor ops, with
+no Python branch on a size and no cache keyed by sizes, so the same code
+runs eagerly, under ``torch.compile(dynamic=True)`` and in an exported
+graph with dynamic height and width.
 """
-from dataclasses import dataclass, replace
-from functools import lru_cache
-from typing import List, Optional, Tuple
-
 import torch
+import torch.nn.functional as F
 
 # Additive logit for token pairs that belong to different regions of a
 # shifted window. Every official implementation uses -100: exp(-100) is below
@@ -34,6 +17,14 @@ SHIFT_MASK_VALUE = -100.0
 def padded_size(size: int, multiple: int) -> int:
     """Smallest multiple of ``multiple`` that is >= ``size``."""
     return -(-size // multiple) * multiple
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zero-pad a ``(B, H, W, C)`` map at the bottom and right so that H
+    and W are multiples of ``multiple`` (a no-op pad when they are)."""
+    pad_h = -x.shape[1] % multiple
+    pad_w = -x.shape[2] % multiple
+    return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
@@ -51,282 +42,51 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     return x.reshape(-1, ws * ws, c)
 
 
-@lru_cache(maxsize=64)
-def shift_window_mask(height: int, width: int, window_size: int,
-                      shift_size: int) -> torch.Tensor:
-    """Additive mask of the official shifted-window attention (CPU, fp32).
+def window_reverse(windows: torch.Tensor, window_size: int, height: int,
+                   width: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`.
 
-    Derived from the shapes alone, never saved in checkpoints. Window ``w``
-    (row-major over the padded map rolled by ``-shift_size``) uses
-    ``mask[w]``: 0 where two tokens come from the same region of the
-    unrolled map, ``SHIFT_MASK_VALUE`` where they do not. Callers must not
-    modify the cached result.
+    Args:
+        windows: ``(B * num_windows, window_size**2, C)``.
+        height, width: The map's (padded) sides.
+
+    Returns:
+        ``(B, height, width, C)``.
+    """
+    ws, c = window_size, windows.shape[-1]
+    x = windows.view(-1, height // ws, width // ws, ws, ws, c)
+    return x.transpose(2, 3).reshape(-1, height, width, c)
+
+
+def _shift_regions(size: int, window_size: int, shift_size: int,
+                   device: torch.device) -> torch.Tensor:
+    """Region label 0, 1 or 2 of each position along one padded side: the
+    official slices ``[0, -ws)``, ``[-ws, -shift)`` and ``[-shift, end)``."""
+    index = torch.arange(size, device=device)
+    return ((index >= size - window_size).long() +
+            (index >= size - shift_size).long())
+
+
+def shift_window_mask(height: int, width: int, window_size: int,
+                      shift_size: int, device: torch.device = None,
+                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive mask of the official shifted-window attention.
+
+    Window ``w`` (row-major over the padded ``height x width`` map rolled by
+    ``-shift_size``) uses ``mask[w]``: 0 where two tokens come from the same
+    region of the unrolled map, ``SHIFT_MASK_VALUE`` where they do not.
+    Derived from the shapes alone, never saved in checkpoints.
 
     Returns:
         ``(num_windows, N, N)`` with ``N = window_size**2``.
     """
-    region = torch.zeros(height, width)
-    bounds = (slice(0, -window_size), slice(-window_size, -shift_size),
-              slice(-shift_size, None))
-    label = 0
-    for hs in bounds:
-        for ws in bounds:
-            region[hs, ws] = label
-            label += 1
-    windows = window_partition(region[None, :, :, None], window_size)
+    rows = _shift_regions(height, window_size, shift_size, device)
+    cols = _shift_regions(width, window_size, shift_size, device)
+    label = rows[:, None] * 3 + cols[None, :]
+    windows = window_partition(label[None, :, :, None], window_size)
     windows = windows.squeeze(-1)  # (num_windows, N)
     different = windows[:, None, :] != windows[:, :, None]
-    return different.float() * SHIFT_MASK_VALUE
-
-
-@dataclass(frozen=True, eq=False)
-class WindowGroup:
-    """Consecutive windows that attention treats alike.
-
-    Attributes:
-        first_row, stop_row: The group's rows ``[first_row, stop_row)``.
-        num_windows: Windows in the group.
-        window_tokens: Tokens of a full window, ``N = ws**2``.
-        shift_mask: ``(num_windows, N, N)`` additive mask, or None.
-        slots: For windows that reach into the padding: ``(rows,)`` place
-            of each row among the ``num_windows * N`` tokens of the padded
-            windows; None when every window is full.
-        row_offsets: ``num_windows + 1`` row offsets of the windows,
-            relative to ``first_row``.
-    """
-
-    first_row: int
-    stop_row: int
-    num_windows: int
-    window_tokens: int
-    shift_mask: Optional[torch.Tensor]
-    slots: Optional[torch.Tensor]
-    row_offsets: Tuple[int, ...]
-
-    def slice(self, first: int, stop: int, row_base: int) -> 'WindowGroup':
-        """Windows ``[first, stop)``, with rows counted from ``row_base``."""
-        lo, hi = self.row_offsets[first], self.row_offsets[stop]
-        slots = None if self.slots is None else (
-            self.slots[lo:hi] - first * self.window_tokens)
-        mask = None if self.shift_mask is None else self.shift_mask[first:stop]
-        start = self.first_row + lo - row_base
-        return WindowGroup(start, start + hi - lo, stop - first,
-                           self.window_tokens, mask, slots,
-                           tuple(o - lo for o in
-                                 self.row_offsets[first:stop + 1]))
-
-
-@dataclass(frozen=True, eq=False)
-class WindowRun:
-    """Rows of consecutive windows, as attention and drop-path need them.
-
-    Attributes:
-        groups: The :class:`WindowGroup` s covering the rows in order.
-        row_image: ``(rows,)`` image index of each row.
-    """
-
-    groups: Tuple[WindowGroup, ...]
-    row_image: torch.Tensor
-
-
-@dataclass(frozen=True, eq=False)
-class TokenLayout:
-    """One order of a stage's real tokens as rows grouped in windows.
-
-    Row ``r`` holds the token at ``order[r]``, counted as
-    ``b * H * W + i * W + j``. Built by :func:`token_layout`, cached, never
-    saved.
-
-    Attributes:
-        batch, height, width: The map, ``(B, H, W)``.
-        window_size, shift_size: Window side and cyclic shift.
-        order: ``(R,)`` token of each row, ``R = B * H * W``.
-        rank: ``(R,)`` row of each token (inverse of ``order``).
-        windows: All rows as one :class:`WindowRun`.
-    """
-
-    batch: int
-    height: int
-    width: int
-    window_size: int
-    shift_size: int
-    order: torch.Tensor
-    rank: torch.Tensor
-    windows: WindowRun
-
-    def chunks(self, max_rows: int) -> List[Tuple[int, int, WindowRun]]:
-        """Runs of whole windows of about ``max_rows`` rows (at least one
-        window), each inside one group: ``(first row, stop row, run)``.
-        Cached; used to process a big map in cache-sized pieces."""
-        key = ('chunks', self.batch, self.height, self.width,
-               self.window_size, self.shift_size, str(self.order.device),
-               max_rows)
-        return _cached(key, lambda: self._chunks(max_rows))
-
-    def _chunks(self, max_rows: int) -> List[Tuple[int, int, WindowRun]]:
-        out = []
-        for group in self.windows.groups:
-            step = max(max_rows // group.window_tokens, 1)
-            for lo in range(0, group.num_windows, step):
-                hi = min(lo + step, group.num_windows)
-                first = group.first_row + group.row_offsets[lo]
-                piece = group.slice(lo, hi, first)
-                out.append((first, first + piece.stop_row, WindowRun(
-                    (piece, ), self.windows.row_image[
-                        first:first + piece.stop_row])))
-        return out
-
-
-def _build_layout(batch: int, height: int, width: int, window_size: int,
-                  shift_size: int) -> TokenLayout:
-    ws, n = window_size, window_size**2
-    hp, wp = padded_size(height, ws), padded_size(width, ws)
-    position = torch.arange(hp * wp).view(hp, wp)
-    if shift_size:
-        # torch.roll(x, -s)[i] == x[(i + s) % n], as in the official code.
-        position = position.roll((-shift_size, -shift_size), (0, 1))
-    windows = window_partition(position[None, :, :, None], ws).view(-1, n)
-    is_real = ((windows // wp < height) & (windows % wp < width))
-    token = (windows // wp) * width + windows % wp  # valid where is_real
-    has_pad = ~is_real.all(1)
-    needs_mask = torch.zeros_like(has_pad)
-    if shift_size:
-        mask = shift_window_mask(hp, wp, ws, shift_size)
-        needs_mask = mask.flatten(1).ne(0).any(1)
-    images = torch.arange(batch)
-    groups, order, row = [], [], 0
-    for masked in (False, True):
-        for padded in (False, True):
-            ids = ((needs_mask == masked) & (has_pad == padded)).nonzero()
-            ids = ids.flatten()
-            if not ids.numel():
-                continue
-            real = is_real[ids]
-            # Every image's windows of the group, image after image.
-            order.append((token[ids][real][None] +
-                          images[:, None] * (height * width)).flatten())
-            slots = None
-            if padded:
-                in_image = torch.arange(ids.numel() * n).view(-1, n)[real]
-                slots = (in_image[None] + images[:, None] *
-                         (ids.numel() * n)).flatten()
-            counts = real.sum(1).repeat(batch)
-            offsets = (0, *torch.cumsum(counts, 0).tolist())
-            groups.append(WindowGroup(
-                row, row + offsets[-1], ids.numel() * batch, n,
-                mask[ids].repeat(batch, 1, 1) if masked else None, slots,
-                offsets))
-            row += offsets[-1]
-    order = torch.cat(order)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel())
-    run = WindowRun(tuple(groups), order // (height * width))
-    return TokenLayout(batch, height, width, ws, shift_size, order, rank, run)
-
-
-_device_cache: dict = {}
-
-
-def _cached(key: tuple, build):
-    """Per-device cache of derived tensors, bounded for varying input sizes."""
-    value = _device_cache.get(key)
-    if value is None:
-        if len(_device_cache) >= 256:
-            _device_cache.clear()
-        value = _device_cache[key] = build()
-    return value
-
-
-def _to_device(group: WindowGroup, device: torch.device) -> WindowGroup:
-    return replace(group, **{
-        name: getattr(group, name).to(device)
-        for name in ('shift_mask', 'slots')
-        if getattr(group, name) is not None
-    })
-
-
-def token_layout(batch: int, height: int, width: int, window_size: int,
-                 shift_size: int, device: torch.device) -> TokenLayout:
-    """Cached :class:`TokenLayout` of a ``(batch, height, width)`` map."""
-
-    def build() -> TokenLayout:
-        layout = _build_layout(batch, height, width, window_size, shift_size)
-        run = WindowRun(
-            tuple(_to_device(g, device) for g in layout.windows.groups),
-            layout.windows.row_image.to(device))
-        return replace(layout, order=layout.order.to(device),
-                       rank=layout.rank.to(device), windows=run)
-
-    key = ('layout', batch, height, width, window_size, shift_size,
-           str(device))
-    return _cached(key, build)
-
-
-class _GatherRows(torch.autograd.Function):
-    """``x[index]`` for an ``index`` without repeats. The gradient is a
-    gather by ``inverse`` when ``index`` is a permutation, else a copy into
-    zeros; never the serial scatter-add of ``index_select``'s backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, index: torch.Tensor,
-                inverse: Optional[torch.Tensor]) -> torch.Tensor:
-        ctx.num_rows = x.shape[0]
-        ctx.save_for_backward(index if inverse is None else inverse)
-        ctx.is_permutation = inverse is not None
-        return x.index_select(0, index)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        index, = ctx.saved_tensors
-        if ctx.is_permutation:
-            return grad.index_select(0, index), None, None
-        out = grad.new_zeros((ctx.num_rows, ) + grad.shape[1:])
-        return out.index_copy_(0, index, grad), None, None
-
-
-def gather_rows(x: torch.Tensor, index: torch.Tensor,
-                inverse: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Rows ``x[index]`` of a ``(R, C)`` matrix, ``index`` without repeats
-    (``inverse``: its inverse permutation, when it is one)."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _GatherRows.apply(x, index, inverse)
-    return x.index_select(0, index)
-
-
-def enter_layout(x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-    """``(B, H, W, C)`` map -> ``(R, C)`` rows in ``layout``."""
-    return gather_rows(x.reshape(-1, x.shape[-1]), layout.order, layout.rank)
-
-
-def leave_layout(x: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-    """Inverse of :func:`enter_layout`: ``(R, C)`` -> ``(B, H, W, C)``."""
-    return gather_rows(x, layout.rank, layout.order).view(
-        layout.batch, layout.height, layout.width, -1)
-
-
-def _reorder_indices(src: TokenLayout, dst: TokenLayout
-                     ) -> Tuple[torch.Tensor, torch.Tensor]:
-    shape = (src.batch, src.height, src.width, src.window_size)
-    other = (dst.batch, dst.height, dst.width, dst.window_size)
-    if shape != other:
-        raise ValueError('cannot reorder between layouts of different maps '
-                         f'(B, H, W, ws) {shape} and {other}')
-    key = ('reorder', *shape, src.shift_size, dst.shift_size,
-           str(src.order.device))
-    return _cached(key, lambda: (src.rank[dst.order], dst.rank[src.order]))
-
-
-def change_layout(x: torch.Tensor, src: TokenLayout, dst: TokenLayout,
-                  out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Rows in layout ``src`` -> the same tokens in layout ``dst`` (one
-    gather: the cyclic shift and the window partition together), written
-    to ``out`` (not ``x``) when given, without autograd."""
-    if src is dst:
-        return x
-    index, inverse = _reorder_indices(src, dst)
-    if out is not None:
-        return torch.index_select(x, 0, index, out=out)
-    return gather_rows(x, index, inverse)
+    return different.to(dtype) * SHIFT_MASK_VALUE
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""HF transformers ``SwinModel``/``SwinBackbone``/``Swinv2Model`` keys to
-official names.
+"""HF transformers names: ``SwinModel``, ``SwinBackbone``, ``Swinv2Model``
+and their task models (``swin.``/``swinv2.`` + a head).
 
 Both generations of transformers' names are read: transformers 4.x (and
 what ``save_pretrained`` still writes) uses ``attention.self.{query,key,
@@ -16,9 +16,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from .renaming import ConversionLog, Rule, StateDict, apply_rules
-
-_MODEL_PREFIX = re.compile(r'^(swin|swinv2)\.')
+from ..family import Family
+from ..renaming import ConversionLog, Rule, StateDict, apply_rules
 
 _RULES: List[Rule] = [
     (r'^embeddings\.patch_embeddings\.projection\.', 'patch_embed.proj.'),
@@ -37,20 +36,12 @@ _RULES: List[Rule] = [
     (r'^hidden_states_norms\.stage(\d+)\.', lambda m: f'norm{int(m[1]) - 1}.'),
 ]
 
-# Keys of the classification / masked-image-modelling heads.
-_DROP = [
-    (re.compile(r'^layernorm\.'), 'classification norm'),
-    (re.compile(r'^classifier\.'), 'classification head'),
-    (re.compile(r'^decoder\.'), 'pretraining decoder'),
-    (re.compile(r'^embeddings\.mask_token$'), 'pretraining mask token'),
-]
-
 _PROJ = re.compile(r'^(.*)\.attention\.(?:self\.(query|key|value)|'
                    r'(q|k|v)_proj)\.(weight|bias)$')
 _QKV_INDEX = {'query': 0, 'key': 1, 'value': 2, 'q': 0, 'k': 1, 'v': 2}
 
 
-def _stack_projections(state: StateDict, is_v2: bool,
+def _stack_projections(state: StateDict, version: int,
                        log: ConversionLog) -> StateDict:
     """Stack the separate q/k/v projections into official ``attn.qkv``; V2
     keeps q and v biases as ``attn.q_bias``/``attn.v_bias``."""
@@ -66,7 +57,7 @@ def _stack_projections(state: StateDict, is_v2: bool,
         groups.setdefault((block, kind), {})[index] = (key, value)
     for (block, kind), parts in groups.items():
         sources = [parts[i][0] for i in sorted(parts)]
-        if kind == 'bias' and is_v2:
+        if kind == 'bias' and version == 2:
             for index, name in ((0, 'q_bias'), (2, 'v_bias')):
                 if index in parts:
                     rest[f'{block}.attn.{name}'] = parts[index][1]
@@ -82,19 +73,22 @@ def _stack_projections(state: StateDict, is_v2: bool,
     return rest
 
 
-def hf_to_official(state: StateDict, log: ConversionLog) -> StateDict:
-    """HF transformers Swin / SwinV2 keys (below the model's prefix, with or
-    without ``swin.``/``swinv2.``) to official names."""
-    state = {_MODEL_PREFIX.sub('', k): v for k, v in state.items()}
-    kept: StateDict = {}
-    for key, value in state.items():
-        reason = next((why for pattern, why in _DROP if pattern.search(key)),
-                      None)
-        if reason:
-            log.dropped[key] = reason
-        else:
-            kept[key] = value
-    is_v2 = any(k.endswith('logit_scale') for k in kept)
-    kept = _stack_projections(kept, is_v2, log)
-    return apply_rules(kept, _RULES, log)
+def hf_to_official(state: StateDict, log: ConversionLog,
+                   version: int) -> StateDict:
+    """HF keys (below the model's prefix and ``swin.``/``swinv2.``) to
+    official names."""
+    return apply_rules(_stack_projections(state, version, log), _RULES, log)
 
+
+FAMILY = Family(
+    name='hf',
+    anchor='embeddings.patch_embeddings.projection.weight',
+    to_official=hf_to_official,
+    v2_markers=('.logit_scale', '.continuous_position_bias_mlp.0.weight'),
+    drops=((re.compile(r'^layernorm\.'), 'classification norm'),
+           (re.compile(r'^classifier\.'), 'classification head'),
+           (re.compile(r'^decoder\.'), 'pretraining decoder'),
+           (re.compile(r'^embeddings\.mask_token$'),
+            'pretraining mask token')),
+    wrapper='swin|swinv2',
+)

@@ -1,5 +1,4 @@
-"""torchvision ``swin_{t,s,b}`` / ``swin_v2_{t,s,b}`` keys to official
-names.
+"""torchvision names: ``swin_{t,s,b}`` and ``swin_v2_{t,s,b}``.
 
 torchvision keeps everything in one ``features`` sequence: ``features.0`` is
 the patch embedding (conv, permute, LayerNorm), odd indices ``2k+1`` hold the
@@ -11,7 +10,8 @@ torchvision zeroes at run time, so only its q and v thirds are kept.
 import re
 from typing import List
 
-from .renaming import ConversionLog, Rule, StateDict, apply_rules
+from ..family import Family
+from ..renaming import ConversionLog, Rule, StateDict, apply_rules
 
 _RULES: List[Rule] = [
     (r'^features\.0\.0\.', 'patch_embed.proj.'),
@@ -25,24 +25,13 @@ _RULES: List[Rule] = [
     (r'\.mlp\.3\.', '.mlp.fc2.'),
 ]
 
-_DROP = [
-    (re.compile(r'^norm\.'), 'classification norm'),
-    (re.compile(r'^head\.'), 'classification head'),
-]
 
-
-def torchvision_to_official(state: StateDict,
-                            log: ConversionLog) -> StateDict:
-    """torchvision Swin / SwinV2 keys (below the model's prefix) to official
-    names."""
+def torchvision_to_official(state: StateDict, log: ConversionLog,
+                            version: int) -> StateDict:
+    """torchvision keys (below the backbone's prefix) to official names."""
     kept: StateDict = {}
-    is_v2 = any(k.endswith('.attn.logit_scale') for k in state)
     for key, value in state.items():
-        reason = next((why for pattern, why in _DROP if pattern.search(key)),
-                      None)
-        if reason:
-            log.dropped[key] = reason
-        elif is_v2 and key.endswith('.attn.qkv.bias'):
+        if version == 2 and key.endswith('.attn.qkv.bias'):
             stem = key[:-len('qkv.bias')]
             q_bias, _, v_bias = value.chunk(3, dim=0)
             kept[stem + 'q_bias'], kept[stem + 'v_bias'] = q_bias, v_bias
@@ -54,3 +43,12 @@ def torchvision_to_official(state: StateDict,
         else:
             kept[key] = value
     return apply_rules(kept, _RULES, log)
+
+
+FAMILY = Family(
+    name='torchvision',
+    anchor='features.1.0.attn.qkv.weight',
+    to_official=torchvision_to_official,
+    drops=((re.compile(r'^norm\.'), 'classification norm'),
+           (re.compile(r'^head\.'), 'classification head')),
+)

@@ -1,0 +1,107 @@
+"""NMS and RoIAlign as exportable custom ops, with their ONNX translations.
+
+mmcv's ``nms`` and ``roi_align`` call compiled extensions that
+``torch.export`` cannot trace. ``mmswin::nms`` and ``mmswin::roi_align``
+wrap them as ``torch.library`` ops: eagerly they run mmcv's kernels (so the
+deploy graph computes what mmdet computes), and in the ONNX graph they become
+the standard ``NonMaxSuppression`` and ``RoiAlign`` nodes, which ONNX
+Runtime and OpenVINO implement with the same arithmetic (greedy NMS with
+``IoU > threshold``; Detectron-style RoIAlign, ``half_pixel`` for
+``aligned=True``). Pass :data:`ONNX_TRANSLATIONS` as
+``torch.onnx.export(..., custom_translation_table=...)``.
+"""
+import torch
+from mmcv.ops import nms as mmcv_nms
+from mmcv.ops import roi_align as mmcv_roi_align
+from onnxscript import opset18 as op
+from onnxscript.onnx_types import INT64
+
+_INT64_MAX = 0x7FFFFFFFFFFFFFFF
+
+
+@torch.library.custom_op('mmswin::nms', mutates_args=())
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+        score_threshold: float, max_num: int) -> torch.Tensor:
+    """Greedy NMS over boxes with ``score > score_threshold``.
+
+    Args:
+        boxes: ``(N, 4)`` as ``x1, y1, x2, y2``.
+        scores: ``(N,)``.
+        iou_threshold: A box is suppressed by a kept box when their IoU is
+            greater than this.
+        score_threshold: Boxes scoring at or below it are dropped first.
+        max_num: Keep at most this many (``<= 0``: all).
+
+    Returns:
+        ``(K,)`` int64 indices into ``boxes``, by decreasing score.
+    """
+    valid = torch.nonzero(scores > score_threshold).squeeze(1)
+    _, keep = mmcv_nms(boxes[valid], scores[valid], iou_threshold,
+                       max_num=max_num)
+    return valid[keep]
+
+
+@nms.register_fake
+def _nms_fake(boxes, scores, iou_threshold, score_threshold, max_num):
+    count = torch.library.get_ctx().new_dynamic_size(
+        max=max_num if max_num > 0 else None)
+    return boxes.new_empty((count, ), dtype=torch.int64)
+
+
+@torch.library.custom_op('mmswin::roi_align', mutates_args=())
+def roi_align(features: torch.Tensor, rois: torch.Tensor, pooled_height: int,
+              pooled_width: int, spatial_scale: float, sampling_ratio: int,
+              aligned: bool) -> torch.Tensor:
+    """mmcv's average RoIAlign.
+
+    Args:
+        features: ``(B, C, H, W)``.
+        rois: ``(K, 5)`` as ``batch_index, x1, y1, x2, y2`` in image
+            pixels.
+
+    Returns:
+        ``(K, C, pooled_height, pooled_width)``.
+    """
+    return mmcv_roi_align(features, rois, (pooled_height, pooled_width),
+                          spatial_scale, sampling_ratio, 'avg', aligned)
+
+
+@roi_align.register_fake
+def _roi_align_fake(features, rois, pooled_height, pooled_width,
+                    spatial_scale, sampling_ratio, aligned):
+    return features.new_empty(
+        (rois.shape[0], features.shape[1], pooled_height, pooled_width))
+
+
+def _onnx_nms(boxes, scores, iou_threshold: float, score_threshold: float,
+              max_num: int):
+    """ONNX ``NonMaxSuppression`` on one batch and one class."""
+    selected = op.NonMaxSuppression(
+        op.Unsqueeze(boxes, [0]), op.Unsqueeze(scores, [0, 1]),
+        op.Constant(value_ints=[max_num if max_num > 0 else _INT64_MAX]),
+        op.Constant(value_floats=[iou_threshold]),
+        op.Constant(value_floats=[score_threshold]))
+    # rows are (batch, class, box): keep the box column
+    return op.Reshape(op.Slice(selected, [2], [3], [1]), [-1])
+
+
+def _onnx_roi_align(features, rois, pooled_height: int, pooled_width: int,
+                    spatial_scale: float, sampling_ratio: int,
+                    aligned: bool):
+    """ONNX ``RoiAlign`` (opset 16+): ``half_pixel`` is mmcv's
+    ``aligned=True``."""
+    batch_index = op.Cast(op.Reshape(op.Slice(rois, [0], [1], [1]), [-1]),
+                          to=INT64.dtype)
+    boxes = op.Slice(rois, [1], [5], [1])
+    return op.RoiAlign(
+        features, boxes, batch_index,
+        coordinate_transformation_mode=(
+            'half_pixel' if aligned else 'output_half_pixel'),
+        mode='avg', output_height=pooled_height, output_width=pooled_width,
+        sampling_ratio=sampling_ratio, spatial_scale=spatial_scale)
+
+
+ONNX_TRANSLATIONS = {
+    torch.ops.mmswin.nms.default: _onnx_nms,
+    torch.ops.mmswin.roi_align.default: _onnx_roi_align,
+}

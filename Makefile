@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # several processes (DDP tests, data workers) spinning is many times slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install test demo demo-seg bench lint clean gpu-check
+.PHONY: install test demo demo-seg export-demo bench lint clean gpu-check
 
 install: $(STAMP)
 
@@ -69,6 +69,16 @@ demo-seg: install
 	$(BIN)/python tools/test.py $(SEG_TOY) \
 	  $$(cat $(SEG_WORK)/last_checkpoint) --work-dir $(SEG_WORK) \
 	  --show-dir $(abspath $(SEG_WORK))/vis
+
+# Deployment quickstart (tools/deployment/export_demo.py): exports the toy
+# detector and segmentor of `make demo` / `make demo-seg` (trained first if
+# absent) to ONNX with dynamic sizes, runs ONNX Runtime on their val images
+# and draws its predictions beside PyTorch's in work_dirs/export_demo/{det,seg}.
+export-demo: install
+	test -f work_dirs/demo/last_checkpoint || $(MAKE) demo
+	test -f $(SEG_WORK)/last_checkpoint || $(MAKE) demo-seg
+	$(BIN)/python tools/deployment/export_demo.py --out work_dirs/export_demo \
+	  --det-work-dir work_dirs/demo --seg-work-dir $(SEG_WORK)
 
 # The CUDA checks in one command, under 10 minutes on one GPU: the tests that
 # take the `device` fixture (parity, gradients, fp16/bf16 autocast, export)

@@ -12,7 +12,11 @@ import torch
 import torch.nn as nn
 
 TINY = dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
-IMPLEMENTATIONS = ('mmswin-sdpa', 'mmswin-math', 'mmdet', 'hf')
+# mmswin-sdpa / -math: the default eager path (the CPU fast path on CPU) with
+# each attention kernel; mmswin-plain: the same model with cpu_fast_path off,
+# the path that torch.compile and export trace.
+IMPLEMENTATIONS = ('mmswin-sdpa', 'mmswin-math', 'mmswin-plain', 'mmdet',
+                   'hf')
 BASELINE = 'mmdet'
 
 
@@ -67,10 +71,14 @@ def _mmdet(with_cp: bool) -> nn.Module:
     return model
 
 
-def _mmswin(attn_impl: str, with_cp: bool) -> nn.Module:
+def _mmswin(variant: str, with_cp: bool) -> nn.Module:
     from mmswin.models import SwinTransformer
-    return SwinTransformer(arch='tiny', drop_path_rate=0., with_cp=with_cp,
-                           attn_impl=attn_impl)
+    model = SwinTransformer(arch='tiny', drop_path_rate=0., with_cp=with_cp,
+                            attn_impl='sdpa' if variant == 'plain' else
+                            variant)
+    for stage in model.layers:
+        stage.cpu_fast_path = variant != 'plain'
+    return model
 
 
 def _hf() -> nn.Module:

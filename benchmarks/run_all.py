@@ -23,9 +23,10 @@ QUICK = {
     'flops_efficiency.py': ['--sizes', '1x3x224x320', '--repeats', '2',
                             '--matmul-size', '1024'],
     'whole_model.py': ['--repeats', '1'],
+    'compiled.py': ['--sizes', '1x3x224x320', '--repeats', '2'],
 }
 ORDER = ['backbone_latency.py', 'train_step.py', 'flops_efficiency.py',
-         'whole_model.py']
+         'whole_model.py', 'compiled.py']
 
 
 def main(argv=None) -> int:

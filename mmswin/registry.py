@@ -44,7 +44,7 @@ class ScopeRegistry(Registry):
 
 MODELS = ScopeRegistry(
     'model', parent=MMENGINE_MODELS, scope='mmswin',
-    locations=['mmswin.models'])
+    locations=['mmswin.models', 'mmswin.deploy'])
 HOOKS = ScopeRegistry(
     'hook', parent=MMENGINE_HOOKS, scope='mmswin',
     locations=['mmswin.engine'])

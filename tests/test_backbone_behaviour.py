@@ -120,9 +120,11 @@ def test_abs_pos_embed_works_at_other_sizes():
      r"'large'\), got 'medium'"),
     (dict(attn_impl='flash'), r"attn_impl must be one of \('sdpa', 'math'\)"),
     (dict(drop_path_rate=1.0), r'drop_path_rate must be in \[0, 1\)'),
-    (dict(strides=(4, 2, 2, 1)), r'strides must be \(patch_size, 2, 2, 2\)'),
+    (dict(strides=(4, 2, 2, 1)),
+     r'strides must be \(patch_size, 2, \.\.\., 2\) with one entry per '
+     r'stage, here \(4, 2, 2, 2\)'),
     (dict(act_cfg=dict(type='ReLU')),
-     r"act_cfg\['type'\] must be one of \('GELU',\), got 'ReLU'"),
+     r"act_cfg\['type'\] must be 'GELU' \(Swin has no other\), got 'ReLU'"),
 ])
 def test_bad_arguments_raise_naming_the_argument(kwargs, message):
     with pytest.raises(ValueError, match=message):

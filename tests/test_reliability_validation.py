@@ -42,8 +42,12 @@ TINY = dict(arch=dict(embed_dims=8, depths=(1, 1), num_heads=(1, 2)),
      'use_abs_pos_embed must be True or False'),
     (dict(pretrain_img_size=0), ValueError,
      'pretrain_img_size must be a positive int, got 0'),
-    (dict(pretrain_img_size=(224, )), ValueError,
-     'pretrain_img_size must have 2 entries, got 1'),
+    (dict(pretrain_img_size=(224, 224, 3)), ValueError,
+     r'pretrain_img_size must be a size, \(size,\) or \(height, width\), got '
+     r'3 entries'),
+    (dict(pretrain_img_size='224'), TypeError,
+     r'pretrain_img_size must be an int or a \(size,\) or \(height, width\) '
+     'tuple of ints, got str'),
     (dict(out_indices=(1, 0)), ValueError,
      r'out_indices must be distinct stage indices in increasing order'),
     (dict(out_indices=(0, 0)), ValueError,
@@ -53,12 +57,27 @@ TINY = dict(arch=dict(embed_dims=8, depths=(1, 1), num_heads=(1, 2)),
     (dict(out_indices=1), TypeError,
      'out_indices must be a list or tuple of ints, got int'),
     (dict(frozen_stages=1.0), TypeError, 'frozen_stages must be an int'),
-    (dict(strides=4), ValueError,
-     r'strides must be \(patch_size, 2, 2, 2\) for the stages = \(4, 2\)'),
+    (dict(strides=4), TypeError,
+     r'strides must be None or a tuple, here \(4, 2\) \(patch_size, then 2 '
+     r'per further stage\), got int'),
+    (dict(strides=(4, 2, 2)), ValueError,
+     r'strides must be \(patch_size, 2, \.\.\., 2\) with one entry per stage, '
+     r'here \(4, 2\), or None'),
     (dict(norm_cfg='LN'), TypeError,
-     r"norm_cfg must be a dict like dict\(type='LN'\) or None, got str"),
+     r"norm_cfg must be a dict like \{'type': 'LN'\} or None, got str"),
     (dict(norm_cfg=dict(type='BN')), ValueError,
-     r"norm_cfg\['type'\] must be one of \('LN',\), got 'BN'"),
+     r"norm_cfg\['type'\] must be 'LN' \(Swin has no other\), got 'BN'"),
+    # options Swin's LayerNorm/GELU would silently ignore are refused
+    (dict(norm_cfg=dict(type='LN', requires_grad=False)), ValueError,
+     r"norm_cfg option\(s\) \['requires_grad'\] are not supported: norm_cfg "
+     r"may be \{'type': 'LN'\} \(optionally with requires_grad=True\)"),
+    (dict(norm_cfg=dict(type='LN', eps=1e-6)), ValueError,
+     r"norm_cfg option\(s\) \['eps'\] are not supported"),
+    (dict(act_cfg=dict(type='GELU', approximate='tanh')), ValueError,
+     r"act_cfg option\(s\) \['approximate'\] are not supported: act_cfg "
+     r"may be \{'type': 'GELU'\} or None"),
+    (dict(cpu_fast_path='no'), TypeError,
+     "cpu_fast_path must be True or False, got str 'no'"),
     (dict(attn_impl=['sdpa']), ValueError,
      r"attn_impl must be one of \('sdpa', 'math'\), got \['sdpa'\]"),
     (dict(pretrained=3), TypeError,
@@ -70,10 +89,11 @@ TINY = dict(arch=dict(embed_dims=8, depths=(1, 1), num_heads=(1, 2)),
      r"init_cfg of type 'Pretrained' needs checkpoint=<path or URL>"),
     (dict(init_cfg='x.pth'), TypeError,
      'init_cfg must be a dict, a list of dicts or None, got str'),
-    # a typo in an argument name lists the accepted names
+    # a typo in an argument name, or an option of V2, is named
     (dict(drop_path_rat=0.1), TypeError,
-     r"SwinTransformer got unexpected argument\(s\) \['drop_path_rat'\]; it "
-     r"accepts \[.*'drop_path_rate'.*\]"),
+     "unexpected keyword argument 'drop_path_rat'"),
+    (dict(post_norm=True), TypeError,
+     "unexpected keyword argument 'post_norm'"),
 ])
 def test_bad_arguments_name_the_argument_and_the_fix(kwargs, error,
                                                      message):
@@ -103,9 +123,11 @@ def test_bad_arch_names_the_key(arch, error, message):
 
 
 def test_v2_arguments():
-    with pytest.raises(TypeError, match=re.escape(
-            "SwinTransformerV2 got unexpected argument(s) ['post_norm']")):
-        SwinTransformerV2(**TINY, post_norm=False)  # V2 sets it itself
+    for name, value in (('post_norm', False),  # V2 sets it itself
+                        ('qk_scale', 0.5)):  # cosine attention learns it
+        with pytest.raises(TypeError, match=re.escape(
+                f"unexpected keyword argument '{name}'")):
+            SwinTransformerV2(**TINY, **{name: value})
     with pytest.raises(ValueError, match=re.escape(
             'pretrained_window_sizes[1] must be an int >= 0, got -1')):
         SwinTransformerV2(**TINY, pretrained_window_sizes=(8, -1))

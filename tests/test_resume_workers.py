@@ -5,9 +5,8 @@ weights.
 - The toy Mask R-CNN, epoch-based, with mmdet's aspect-ratio batches and
   2 persistent workers (the paper configs' loader settings), checkpointing
   every 2 iterations in epochs of 3, so every resume starts in the middle
-  of an epoch.
-- The toy UperNet, iteration-based (InfiniteSampler), 1 persistent worker;
-  and again in 2 processes (DDP, gloo).
+  of an epoch; in 1 process, and in 2 (DDP, gloo; batches of 1 each).
+- The toy UperNet, iteration-based (InfiniteSampler), 1 persistent worker.
 
 Every process of the run (launcher, trainers, workers) is killed at once,
 a random delay after a random iteration; ``MMSWIN_KILL_SEED`` replays a
@@ -22,7 +21,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import pytest
 import torch
@@ -117,9 +116,45 @@ def sigkill_tree(pid: int) -> None:
             pass
 
 
-def trained_iterations(log_path: str) -> int:
+_STARTED: List[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test():
+    yield
+    while _STARTED:
+        run = _STARTED.pop()
+        if run.poll() is None:
+            sigkill_tree(run.pid)
+            run.wait()
+
+
+def start(cmd: List[str], log_path: str) -> subprocess.Popen:
+    """Start a tool in the background (the reference run trains on the
+    second core while the killed one trains on the first)."""
+    with open(log_path, 'w') as log:
+        run = subprocess.Popen(cmd, cwd=ROOT, env=tool_env(), stdout=log,
+                               stderr=subprocess.STDOUT)
+    _STARTED.append(run)
+    return run
+
+
+def read(log_path: str) -> str:
     with open(log_path) as f:
-        return len(re.findall(r'(?:Epoch|Iter)\(train\) ', f.read()))
+        return f.read()
+
+
+def finish(run: subprocess.Popen, log_path: str) -> None:
+    assert run.wait(timeout=600) == 0, read(log_path)[-3000:]
+
+
+def wait_for(condition: Callable[[], bool], run: subprocess.Popen,
+             log_path: str) -> None:
+    deadline = time.time() + 300
+    while not condition():
+        assert run.poll() is None and time.time() < deadline, read(
+            log_path)[-3000:]
+        time.sleep(0.02)
 
 
 def kill_at_random_moment(cmd: List[str], log_path: str, rng: random.Random,
@@ -127,19 +162,14 @@ def kill_at_random_moment(cmd: List[str], log_path: str, rng: random.Random,
     """Train, and kill the run a random 0-0.3 s after iteration k (drawn
     from first..last) is logged; returns what was drawn."""
     k, delay = rng.randint(first, last), rng.uniform(0, 0.3)
-    moment = f'killed {delay:.2f} s after iteration {k} ' \
-             f'(MMSWIN_KILL_SEED={KILL_SEED})'
-    with open(log_path, 'w') as log:
-        run = subprocess.Popen(cmd, cwd=ROOT, env=tool_env(), stdout=log,
-                               stderr=subprocess.STDOUT)
-        deadline = time.time() + 300
-        while trained_iterations(log_path) < k:
-            assert run.poll() is None and time.time() < deadline, moment
-            time.sleep(0.02)
-        time.sleep(delay)
-        sigkill_tree(run.pid)
-        run.wait()
-    return moment
+    run = start(cmd, log_path)
+    wait_for(lambda: len(re.findall(r'(?:Epoch|Iter)\(train\) ', read(
+        log_path))) >= k, run, log_path)
+    time.sleep(delay)
+    sigkill_tree(run.pid)
+    run.wait()
+    return f'killed {delay:.2f} s after iteration {k} ' \
+           f'(MMSWIN_KILL_SEED={KILL_SEED})'
 
 
 def resume(cmd: List[str], moment: str) -> Tuple[int, str]:
@@ -160,16 +190,18 @@ def max_weight_diff(path_a: str, path_b: str) -> float:
 
 
 @pytest.mark.parametrize('family, processes', [
-    ('detector', 1), ('segmentor', 1), ('segmentor', 2)])
+    ('detector', 1), ('segmentor', 1), ('detector', 2)])
 def test_sigkill_at_random_moment_then_resume_is_exact(
         family, processes, det_options, seg_options, tmp_path):
     config, options = (TOY_DET_CONFIG, det_options) if (
         family == 'detector') else (TOY_SEG_CONFIG, seg_options)
+    if processes == 2:  # each process: 3 images, 3 batches per epoch
+        options = options + ['train_dataloader.batch_size=1']
     rng = random.Random(f'{KILL_SEED}-{family}-{processes}')
-    straight = str(tmp_path / 'straight')
-    run_tool_ok(train_cmd(config, straight, options, processes),
-                env=tool_env())
-
+    straight, straight_log = str(tmp_path / 'straight'), str(
+        tmp_path / 'straight.log')
+    reference = start(train_cmd(config, straight, options, processes),
+                      straight_log)
     killed = str(tmp_path / 'killed')
     cmd = train_cmd(config, killed, options, processes)
     # Iteration 3 ends the detector's first epoch; 4 is checkpointed.
@@ -180,6 +212,7 @@ def test_sigkill_at_random_moment_then_resume_is_exact(
     assert resumed_at in (2, 4), moment
     if family == 'detector':  # 2 and 4 are in the middle of an epoch
         assert 'Resuming in the middle of epoch' in log, moment
+    finish(reference, straight_log)
     diff = max_weight_diff(osp.join(straight, f'iter_{ITERS}.pth'),
                            osp.join(killed, f'iter_{ITERS}.pth'))
     assert diff <= 1e-6, f'{moment}: max abs weight diff {diff}'
@@ -195,12 +228,17 @@ def test_without_resumable_batch_sampler_the_detector_resumes_elsewhere(
         'default_hooks.checkpoint.by_epoch=True',
         'default_hooks.checkpoint.interval=1',
         'default_hooks.checkpoint.max_keep_ckpts=2']
-    straight = str(tmp_path / 'straight')
-    run_tool_ok(train_cmd(TOY_DET_CONFIG, straight, options), env=tool_env())
-    resumed = str(tmp_path / 'resumed')
-    log = run_tool_ok(train_cmd(TOY_DET_CONFIG, resumed, options) + [
-        '--resume', osp.join(straight, 'epoch_1.pth')], env=tool_env())
+    straight, straight_log = str(tmp_path / 'straight'), str(
+        tmp_path / 'straight.log')
+    reference = start(train_cmd(TOY_DET_CONFIG, straight, options),
+                      straight_log)
+    epoch_1 = osp.join(straight, 'epoch_1.pth')  # complete once it exists
+    wait_for(lambda: osp.exists(epoch_1), reference, straight_log)
+    log = run_tool_ok(train_cmd(TOY_DET_CONFIG, str(tmp_path / 'resumed'),
+                                options) + ['--resume', epoch_1],
+                      env=tool_env())
+    finish(reference, straight_log)
     assert 'Restored the random generator state of iteration 3' in log
     diff = max_weight_diff(osp.join(straight, 'epoch_2.pth'),
-                           osp.join(resumed, 'epoch_2.pth'))
+                           str(tmp_path / 'resumed' / 'epoch_2.pth'))
     assert diff > 1e-5, diff

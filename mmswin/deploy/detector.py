@@ -11,7 +11,7 @@ data-dependent glue:
   that NMS drops, as mmdet's filter drops the box;
 - mmdet's ``batched_nms`` offset trick is computed the same way (offsets
   from the largest coordinate of the boxes that pass the filter);
-- per-level RoIAlign runs on every RoI and keeps each RoI's own level.
+- RoIs are pooled level by level without mmdet's skip of empty levels.
 
 So the wrapper's eager outputs are mmdet's outputs (a test checks it), and the
 exported graph computes them with ONNX's NonMaxSuppression and RoiAlign.
@@ -61,9 +61,9 @@ def check_nms_cfg(nms_cfg: dict, where: str) -> float:
 
 def extract_rois(extractor: nn.Module, feats: Tuple[torch.Tensor, ...],
                  rois: torch.Tensor) -> torch.Tensor:
-    """mmdet's ``SingleRoIExtractor`` on ``rois`` ``(K, 5)``: every RoI is
-    pooled at every level and keeps the level ``map_roi_levels`` gives it
-    (mmdet pools each RoI at its level only: same values)."""
+    """mmdet's ``SingleRoIExtractor`` on ``rois`` ``(K, 5)``: each RoI is
+    pooled at the level ``map_roi_levels`` gives it (without mmdet's
+    branch on an empty level)."""
     layers = extractor.roi_layers
     for layer in layers:
         if getattr(layer, 'pool_mode', 'avg') != 'avg' or not hasattr(
@@ -71,15 +71,15 @@ def extract_rois(extractor: nn.Module, feats: Tuple[torch.Tensor, ...],
             raise NotImplementedError(
                 f'RoI layer {type(layer).__name__} does not export; only '
                 "mmcv's RoIAlign with pool_mode='avg' does")
-    num_levels = len(layers)
-    levels = extractor.map_roi_levels(rois, num_levels)
-    pooled = None
+    levels = extractor.map_roi_levels(rois, len(layers))
+    pooled = feats[0].new_zeros(rois.shape[0], extractor.out_channels,
+                                *layers[0].output_size)
     for level, layer in enumerate(layers):
-        out = roi_align(feats[level], rois, *layer.output_size,
-                        float(layer.spatial_scale), int(layer.sampling_ratio),
-                        bool(layer.aligned))
-        pooled = out if pooled is None else torch.where(
-            (levels == level)[:, None, None, None], out, pooled)
+        index = torch.nonzero(levels == level).squeeze(1)
+        pooled = pooled.index_put((index, ), roi_align(
+            feats[level], rois[index], *layer.output_size,
+            float(layer.spatial_scale), int(layer.sampling_ratio),
+            bool(layer.aligned)))
     return pooled
 
 
@@ -145,7 +145,7 @@ class TwoStageDetectorExport(nn.Module):
             return boxes, scores, labels
         return boxes, scores, labels, self.masks(feats, boxes, labels)
 
-    # -- RPN -------------------------------------------------------------------
+    # -- RPN ---------------------------------------------------------------
     def rpn(self, feats: Tuple[torch.Tensor, ...],
             img_shape: Tuple[int, int]
             ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -199,7 +199,7 @@ class TwoStageDetectorExport(nn.Module):
         keep = torch.cat([keep, keep.new_zeros(cfg.max_per_img)])
         return boxes[keep[:cfg.max_per_img]], valid
 
-    # -- RoI heads -------------------------------------------------------------
+    # -- RoI heads ---------------------------------------------------------
     def cascade_stages(self, feats, rois: torch.Tensor, meta: Dict
                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``CascadeRoIHead._refine_roi`` for image 0: the last stage's RoIs
@@ -222,7 +222,8 @@ class TwoStageDetectorExport(nn.Module):
         return rois, mean_logits, bbox_pred
 
     def detections(self, bbox_head: nn.Module, rois: torch.Tensor,
-                   valid: torch.Tensor, cls_score: torch.Tensor, bbox_pred: torch.Tensor,
+                   valid: torch.Tensor, cls_score: torch.Tensor,
+                   bbox_pred: torch.Tensor,
                    meta: Dict) -> Tuple[torch.Tensor, ...]:
         """``BBoxHead._predict_by_feat_single`` + ``multiclass_nms``."""
         cfg = self.rcnn_cfg

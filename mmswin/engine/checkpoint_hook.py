@@ -31,6 +31,8 @@ class DeferredRemoval:
         self.pending: List[str] = []
 
     def __getattr__(self, name: str) -> Any:
+        if name == 'backend':  # not set yet (copy, unpickling)
+            raise AttributeError(name)
         return getattr(self.backend, name)
 
     def remove(self, path: str) -> None:

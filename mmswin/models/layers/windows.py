@@ -22,6 +22,10 @@ def padded_size(size: int, multiple: int) -> int:
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Zero-pad a ``(B, H, W, C)`` map at the bottom and right so that H
     and W are multiples of ``multiple`` (a no-op pad when they are)."""
+    # As a modulo: symbolic shapes (compile, export) know that -h % m lies
+    # in [0, m), so the padded map provably covers the map; from the
+    # equivalent (h + m - 1) // m * m they cannot derive it and an export
+    # would silently specialise to the traced size.
     pad_h = -x.shape[1] % multiple
     pad_w = -x.shape[2] % multiple
     return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))

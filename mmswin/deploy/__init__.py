@@ -1,0 +1,38 @@
+"""Deployment: export mmswin's detectors and segmentors (any mmdet/mmseg
+model with a Swin backbone) to ONNX with dynamic shapes, and run them with
+ONNX Runtime or OpenVINO.
+
+Only :mod:`.pooling` and :mod:`.preprocess` load with the package (they
+need torch alone, and the pooling is registered in mmswin's ``MODELS``);
+the rest needs mmcv/mmdet/mmseg and the ``deploy`` extra (onnx,
+onnxruntime, onnxscript; openvino optional) and loads on first use:
+
+- :func:`build_model`, :func:`make_wrapper`, :func:`export_onnx`
+  (:mod:`.export`);
+- :class:`TwoStageDetectorExport` (:mod:`.detector`),
+  :class:`SegmentorExport`, :class:`FeaturesExport` (:mod:`.wrappers`);
+- :class:`OrtRunner`, :class:`OpenVinoRunner` (:mod:`.runtime`);
+- :func:`paste_masks` (:mod:`.postprocess`).
+"""
+import importlib
+
+from .pooling import ExportableAdaptiveAvgPool2d, swap_adaptive_pools
+from .preprocess import ImagePreprocess
+
+_LAZY = {
+    'build_model': 'export', 'make_wrapper': 'export',
+    'export_onnx': 'export', 'check_exportable': 'export',
+    'TwoStageDetectorExport': 'detector', 'SegmentorExport': 'wrappers',
+    'FeaturesExport': 'wrappers', 'OrtRunner': 'runtime',
+    'OpenVinoRunner': 'runtime', 'paste_masks': 'postprocess',
+}
+
+__all__ = ['ExportableAdaptiveAvgPool2d', 'swap_adaptive_pools',
+           'ImagePreprocess', *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f'.{_LAZY[name]}', __name__),
+                       name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

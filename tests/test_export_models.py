@@ -1,0 +1,248 @@
+"""Whole models to ONNX with dynamic shapes (issue 13): UperNet, Mask R-CNN's
+Swin + FPN, and the full Mask R-CNN / Cascade Mask R-CNN, each exported once
+at one size, then run by ONNX Runtime (and OpenVINO) at other, odd sizes and
+compared with mmseg's / mmdet's own PyTorch results."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from helpers import TOY_SEG_CONFIG, config_path, randomize_
+
+pytest.importorskip('onnxruntime')
+pytest.importorskip('onnxscript')
+
+from mmswin.deploy import ExportableAdaptiveAvgPool2d  # noqa: E402
+from mmswin.deploy import swap_adaptive_pools  # noqa: E402
+from mmswin.deploy.export import (  # noqa: E402
+    build_model,
+    export_onnx,
+    make_wrapper,
+)
+from mmswin.deploy.runtime import OrtRunner, random_images  # noqa: E402
+
+TOY_DET = config_path('toy/mask-rcnn_swin-toy_fpn_toy-coco')
+TOY_CASCADE = config_path(
+    'toy/cascade-mask-rcnn_swin-toy_fpn_giou-4conv1f_toy-coco')
+# (B, H, W), none of them the export size; sides not multiples of 4, 7, 32
+SEG_SHAPES = [(1, 97, 131), (2, 161, 225), (3, 70, 99), (1, 255, 129)]
+DET_SHAPES = [(1, 97, 131), (1, 161, 225), (1, 203, 150)]
+FEATURE_SHAPES = [(2, 97, 131), (1, 161, 225), (3, 65, 70)]
+# fp32 bound on |ORT - PyTorch| relative to the output's largest value
+RELATIVE_TOLERANCE = 1e-5
+BOX_TOLERANCE = 1e-3  # pixels (issue 13)
+
+
+def images_of(shape, seed: int = 0) -> torch.Tensor:
+    batch, height, width = shape
+    return torch.from_numpy(random_images((batch, 3, height, width), seed))
+
+
+def assert_close(expected: torch.Tensor, got, what: str) -> float:
+    got = torch.as_tensor(np.asarray(got))
+    assert got.shape == expected.shape, (what, got.shape, expected.shape)
+    diff = (got - expected).abs().max().item()
+    bound = RELATIVE_TOLERANCE * max(1.0, expected.abs().max().item())
+    assert diff <= bound, f'{what}: max abs diff {diff:.3g} > {bound:.3g}'
+    return diff
+
+
+def exported(tmp_path_factory, config: str, part: str, export_shape,
+             **options):
+    """Build ``config`` with random weights, export ``part`` once."""
+    model = build_model(config, cfg_options=options or None)
+    randomize_(model)
+    wrapper = make_wrapper(model, part)
+    path = str(tmp_path_factory.mktemp('onnx') / 'model.onnx')
+    export_onnx(wrapper, images_of(export_shape), path)
+    return model, wrapper, path
+
+
+# -- the export-safe adaptive pooling -----------------------------------------
+@pytest.mark.parametrize('size', [(1, 1), (5, 7), (6, 6), (13, 21),
+                                  (16, 16), (25, 42), (64, 33)])
+def test_pool_swap_keeps_mmseg_ppm_outputs(size):
+    from mmseg.models.decode_heads.psp_head import PPM
+    ppm = PPM((1, 2, 3, 6), 8, 4, conv_cfg=None,
+              norm_cfg=dict(type='BN'), act_cfg=dict(type='ReLU'),
+              align_corners=False).eval()
+    randomize_(ppm)
+    swapped = copy.deepcopy(ppm)
+    assert swap_adaptive_pools(swapped) == 4
+    x = torch.randn(2, 8, *size)
+    with torch.no_grad():
+        for ours, theirs in zip(swapped(x), ppm(x)):
+            assert (ours - theirs).abs().max().item() <= 1e-6
+
+
+@pytest.mark.parametrize('output_size', [3, (2, 5), (None, 4), (6, None)])
+def test_pool_matches_torch_with_partial_sizes(output_size):
+    x = torch.randn(2, 3, 11, 17)
+    ours = ExportableAdaptiveAvgPool2d(output_size)(x)
+    theirs = nn.AdaptiveAvgPool2d(output_size)(x)
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max().item() <= 1e-6
+
+
+def test_native_pool_export_is_wrong_where_ours_is_exact(tmp_path):
+    """Control: the exporter's own decomposition of AdaptiveAvgPool2d is
+    wrong at 25x42 after an export at 16x16; the swapped module is exact."""
+    dims = {2: torch.export.Dim('h', min=6, max=256),
+            3: torch.export.Dim('w', min=6, max=256)}
+    x = torch.randn(1, 8, 25, 42)
+    expected = nn.AdaptiveAvgPool2d(6)(x)
+    diffs = {}
+    for name, pool in (('native', nn.AdaptiveAvgPool2d(6)),
+                       ('ours', ExportableAdaptiveAvgPool2d(6))):
+        path = str(tmp_path / f'{name}.onnx')
+        torch.onnx.export(pool.eval(), (torch.randn(1, 8, 16, 16), ), path,
+                          dynamo=True, dynamic_shapes=(dims, ),
+                          input_names=['images'])
+        got = OrtRunner(path)(x.numpy())[0]
+        diffs[name] = np.abs(got - expected.numpy()).max()
+    assert diffs['native'] > 1e-2, diffs
+    assert diffs['ours'] <= 1e-6, diffs
+
+
+# -- UperNet: image in, logits out -----------------------------------------
+@pytest.fixture(scope='module')
+def upernet(tmp_path_factory):
+    return exported(tmp_path_factory, TOY_SEG_CONFIG, 'full', (1, 128, 160))
+
+
+def mmseg_logits(model, images: torch.Tensor) -> torch.Tensor:
+    """``model.predict``'s logits, through mmseg's own data preprocessor."""
+    with torch.no_grad():
+        data = model.data_preprocessor(dict(inputs=list(images)), False)
+        results = model.predict(data['inputs'])
+    return torch.stack([r.seg_logits.data for r in results])
+
+
+@pytest.mark.parametrize('shape', SEG_SHAPES)
+def test_upernet_onnxruntime_matches_mmseg(upernet, shape):
+    model, _, path = upernet
+    images = images_of(shape, seed=sum(shape))
+    expected = mmseg_logits(model, images)
+    assert expected.shape == (shape[0], 4, *shape[1:])
+    assert_close(expected, OrtRunner(path)(images.numpy())[0], 'logits')
+
+
+@pytest.mark.parametrize('shape', SEG_SHAPES)
+def test_upernet_openvino_matches_mmseg(upernet, shape):
+    pytest.importorskip('openvino')
+    from mmswin.deploy.runtime import OpenVinoRunner
+    model, _, path = upernet
+    images = images_of(shape, seed=sum(shape))
+    assert_close(mmseg_logits(model, images),
+                 OpenVinoRunner(path)(images.numpy())[0], 'logits')
+
+
+# -- Mask R-CNN: Swin + FPN ---------------------------------------------------
+@pytest.fixture(scope='module')
+def det_features(tmp_path_factory):
+    return exported(tmp_path_factory, TOY_DET, 'features', (1, 160, 192))
+
+
+@pytest.mark.parametrize('shape', FEATURE_SHAPES)
+def test_swin_fpn_onnxruntime_matches_mmdet(det_features, shape):
+    model, _, path = det_features
+    images = images_of(shape, seed=sum(shape))
+    with torch.no_grad():
+        data = model.data_preprocessor(dict(inputs=list(images)), False)
+        expected = model.extract_feat(data['inputs'])
+    got = OrtRunner(path)(images.numpy())
+    assert len(got) == len(expected) == 5
+    for level, (ref, out) in enumerate(zip(expected, got)):
+        assert_close(ref, out, f'FPN level {level}')
+
+
+# -- full detectors: image in; boxes, scores, labels, masks out --------------
+def mmdet_detections(model, image: torch.Tensor):
+    """``model.predict`` on one image at its own size (no rescaling)."""
+    from mmdet.structures import DetDataSample
+    with torch.no_grad():
+        data = model.data_preprocessor(dict(inputs=[image[0]]), False)
+        sample = DetDataSample(metainfo=dict(
+            img_shape=tuple(image.shape[2:]), ori_shape=tuple(image.shape[2:]),
+            scale_factor=(1.0, 1.0)))
+        return model.predict(data['inputs'], [sample], rescale=False)[
+            0].pred_instances
+
+
+@pytest.fixture(scope='module', params=[TOY_DET, TOY_CASCADE],
+                ids=['mask-rcnn', 'cascade-mask-rcnn'])
+def detector(request, tmp_path_factory):
+    return exported(tmp_path_factory, request.param, 'full', (1, 160, 160))
+
+
+@pytest.mark.parametrize('shape', DET_SHAPES)
+def test_detector_onnxruntime_matches_mmdet(detector, shape):
+    from mmswin.deploy import paste_masks
+    model, wrapper, path = detector
+    image = images_of(shape, seed=sum(shape))
+    expected = mmdet_detections(model, image)
+    assert len(expected) > 0
+    boxes, scores, labels, masks = OrtRunner(path)(image.numpy())
+    assert labels.tolist() == expected.labels.tolist()
+    box_diff = np.abs(boxes - expected.bboxes.numpy()).max()
+    assert box_diff <= BOX_TOLERANCE, box_diff
+    assert_close(expected.scores, scores, 'scores')
+    pasted = paste_masks(torch.from_numpy(masks), torch.from_numpy(boxes),
+                         shape[1:], model.test_cfg.rcnn.mask_thr_binary)
+    agreement = (pasted == expected.masks).float().mean().item()
+    assert agreement >= 0.999, agreement
+
+
+def test_detector_wrapper_is_mmdet_eagerly(detector):
+    """The traced code itself gives mmdet's detections, to the bit."""
+    model, wrapper, _ = detector
+    image = images_of((1, 150, 170), seed=3)
+    expected = mmdet_detections(model, image)
+    with torch.no_grad():
+        boxes, scores, labels, _ = wrapper(image)
+    assert torch.equal(boxes, expected.bboxes)
+    assert torch.equal(scores, expected.scores)
+    assert torch.equal(labels, expected.labels)
+
+
+# -- what does not export gets a clear error ---------------------------------
+@pytest.fixture(scope='module')
+def toy_detector():
+    return build_model(TOY_DET)
+
+
+def test_training_mode_is_refused(toy_detector):
+    model = copy.deepcopy(toy_detector).train()
+    with pytest.raises(ValueError, match=r'training mode.*model\.eval\(\)'):
+        make_wrapper(model)
+
+
+def test_check_finite_is_refused():
+    model = build_model(TOY_DET,
+                        cfg_options={'model.backbone.check_finite': True})
+    with pytest.raises(ValueError, match='check_finite=True'):
+        make_wrapper(model)
+
+
+def test_detector_batch_and_small_sides_are_refused(toy_detector, tmp_path):
+    wrapper = make_wrapper(copy.deepcopy(toy_detector))
+    path = str(tmp_path / 'x.onnx')
+    with pytest.raises(ValueError, match='one image'):
+        export_onnx(wrapper, images_of((2, 128, 128)), path)
+    with pytest.raises(ValueError, match='sides >= 65'):
+        export_onnx(wrapper, images_of((1, 64, 128)), path)
+
+
+def test_unsupported_heads_and_modes_are_refused():
+    soft = build_model(TOY_DET, cfg_options={
+        'model.test_cfg.rcnn.nms': dict(type='soft_nms', iou_threshold=0.5)})
+    with pytest.raises(NotImplementedError, match='type="nms"'):
+        make_wrapper(soft)
+    slide = build_model(TOY_SEG_CONFIG, cfg_options={
+        'model.test_cfg': dict(mode='slide', crop_size=(64, 64),
+                               stride=(32, 32))})
+    with pytest.raises(NotImplementedError, match='mode=whole'):
+        make_wrapper(slide)
+    with pytest.raises(ValueError, match='part must be one of'):
+        make_wrapper(build_model(TOY_SEG_CONFIG), 'backbone')

@@ -1,10 +1,11 @@
-"""Training-time behaviour of the V1 backbone: checkpointing, freezing,
-norm_eval, train()/eval() chaining, argument errors."""
+"""Behaviour of the V1 backbone: checkpointing, freezing, norm_eval,
+train()/eval() chaining, what each argument does (or that it is refused),
+mmdet's five-stage layout, and tracing/compile limits."""
 import re
 
 import pytest
 import torch
-from helpers import randomize_
+from helpers import max_abs_diff, randomize_
 
 from mmswin.models import SwinTransformer
 
@@ -151,3 +152,103 @@ def test_check_finite_is_opt_in():
     with pytest.raises(ValueError, match='NaN or Inf'):
         SwinTransformer(**SMALL, check_finite=True)(x)
     SwinTransformer(**SMALL)(x)  # no check, no sync by default
+
+
+# -- every argument does what it says or is refused (issue 14) ---------------
+@pytest.mark.parametrize('name, value', [
+    ('post_norm', True), ('pretrained_window_sizes', 8),
+    ('extra_norm_every', 1), ('variant', None)])
+def test_v1_refuses_what_it_does_not_do(name, value):
+    # post_norm=True used to build cosine attention reporting version 1
+    with pytest.raises(TypeError, match=name):
+        SwinTransformer(**SMALL, **{name: value})
+
+
+def test_v1_arch_dict_refuses_extra_norm_every():
+    arch = dict(embed_dims=32, depths=(2, 2), num_heads=(1, 2),
+                extra_norm_every=1)
+    with pytest.raises(ValueError, match=re.escape(
+            "arch dict has unknown key(s) ['extra_norm_every']")):
+        SwinTransformer(arch=arch, out_indices=(0, 1))
+
+
+def test_qk_scale_is_the_attention_scale():
+    default = randomize_(SwinTransformer(**SMALL)).eval()
+    x = torch.randn(1, 3, 45, 61)
+    outputs = {}
+    for scale in (32 ** -0.5, 0.05):  # the default (head_dim 32), another
+        model = SwinTransformer(**SMALL, qk_scale=scale).eval()
+        model.load_state_dict(default.state_dict())
+        assert {b.attn.scale for s in model.layers for b in s.blocks} == {
+            scale}
+        with torch.no_grad():
+            outputs[scale] = model(x)
+    with torch.no_grad():
+        expected = default(x)
+    assert max(max_abs_diff(expected, outputs[32 ** -0.5])) == 0
+    assert max(max_abs_diff(expected, outputs[0.05])) > 1e-3
+
+
+def test_cpu_fast_path_switch_reaches_every_stage_and_keeps_outputs():
+    fast = randomize_(SwinTransformer(**SMALL)).eval()
+    plain = SwinTransformer(**SMALL, cpu_fast_path=False).eval()
+    plain.load_state_dict(fast.state_dict())
+    assert all(stage.cpu_fast_path for stage in fast.layers)
+    assert not any(stage.cpu_fast_path for stage in plain.layers)
+    x = torch.randn(2, 3, 61, 83)
+    with torch.no_grad():
+        assert max(max_abs_diff(fast(x), plain(x))) <= 1e-5
+
+
+@pytest.mark.parametrize('size', [64, (64, ), [64], (64, 64)])
+def test_pretrain_img_size_takes_the_forms_mmdet_takes(size):
+    model = SwinTransformer(**SMALL, use_abs_pos_embed=True,
+                            pretrain_img_size=size)
+    assert model.absolute_pos_embed.shape == (1, 32, 16, 16)
+
+
+def test_abs_pos_embed_at_the_pretraining_grid_is_added_unchanged():
+    """The embedding is always resampled (no branch on the size, which
+    would specialise a compiled graph); at its own grid that is exact."""
+    model = randomize_(SwinTransformer(**SMALL, use_abs_pos_embed=True,
+                                       pretrain_img_size=64)).eval()
+    seen = {}
+    model.patch_embed.register_forward_hook(
+        lambda module, args, out: seen.update(tokens=out))
+    model.pos_drop.register_forward_hook(
+        lambda module, args, out: seen.update(embedded=args[0]))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    table = model.absolute_pos_embed.permute(0, 2, 3, 1)
+    assert torch.equal(seen['embedded'], seen['tokens'] + table)
+
+
+def test_five_stages_match_mmdet():
+    """mmdet's RTMDet-P6 Swin layout (depths [2, 2, 18, 2, 1], strides
+    (4, 2, 2, 2, 2), out_indices (1, 2, 3, 4)), shrunk; mmdet's weights load
+    through the layout hook."""
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin
+    args = dict(embed_dims=16, depths=[1, 1, 2, 1, 1],
+                num_heads=[1, 2, 2, 4, 4], strides=(4, 2, 2, 2, 2),
+                out_indices=(1, 2, 3, 4), window_size=7, drop_path_rate=0.,
+                pretrain_img_size=(224, ))
+    theirs = randomize_(MMDetSwin(**args))
+    theirs.eval()
+    ours = SwinTransformer(**args).eval()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        expected, got = theirs(x), ours(x)
+    assert [tuple(o.shape) for o in got] == [
+        (1, 32, 13, 17), (1, 64, 7, 9), (1, 128, 4, 5), (1, 256, 2, 3)]
+    assert max(max_abs_diff(expected, got)) <= 1e-4
+
+
+# -- tracing (export and compile: tests/test_export_backbone.py) -------------
+def test_legacy_tracing_is_refused_with_the_fix():
+    model = SwinTransformer(**SMALL).eval()
+    with pytest.raises(RuntimeError, match=re.escape(
+            'would freeze the padding and the shift mask at the traced input '
+            'size')) as err:
+        torch.jit.trace(model, torch.randn(1, 3, 64, 64))
+    assert 'torch.onnx.export(..., dynamo=True)' in str(err.value)

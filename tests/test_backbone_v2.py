@@ -57,6 +57,52 @@ def test_huge_has_extra_norm_every_six_blocks():
     assert not hasattr(model.layers[0], 'extra_norms')
 
 
+def test_arch_dict_extra_norm_every_is_honoured():
+    """It used to pass validation and be dropped."""
+    arch = dict(SMALL['arch'], extra_norm_every=1)
+    model = randomize_(SwinTransformerV2(arch=arch, window_size=4)).eval()
+    assert [len(stage.extra_norms) for stage in model.layers] == [2] * 4
+    # the norm after the last block of stage 0 now shapes its output: one
+    # that outputs zeros leaves norm0 nothing but its bias
+    with torch.no_grad():
+        model.layers[0].extra_norms[1].weight.zero_()
+        model.layers[0].extra_norms[1].bias.zero_()
+        out = model(torch.randn(1, 3, 40, 40))[0]
+    expected = model.norm0.bias.view(1, -1, 1, 1).expand_as(out)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+
+
+def test_bad_extra_norm_every_is_named():
+    arch = dict(SMALL['arch'], extra_norm_every=-1)
+    with pytest.raises(ValueError, match='extra_norm_every must be an int '
+                       '>= 0, got -1'):
+        SwinTransformerV2(arch=arch)
+
+
+def test_qk_scale_is_refused():
+    """Cosine attention learns its scale; qk_scale used to be accepted and
+    ignored."""
+    with pytest.raises(TypeError, match="unexpected keyword argument "
+                       "'qk_scale'"):
+        SwinTransformerV2(**SMALL, qk_scale=0.5)
+
+
+def test_preset_defaults_give_way_to_explicit_arguments():
+    name = 'swinv2_tiny_patch4_window16_256'
+    preset = SwinTransformerV2(arch=name, use_abs_pos_embed=True)
+    assert preset.window_sizes == (16, 16, 16, 8)
+    assert preset.absolute_pos_embed.shape[2:] == (64, 64)  # 256 pixels
+    explicit = SwinTransformerV2(arch=name, window_size=8,
+                                 pretrained_window_sizes=(16, 16, 16, 8),
+                                 pretrain_img_size=(128, ),
+                                 use_abs_pos_embed=True)
+    assert explicit.window_sizes == (8, ) * 4
+    assert explicit.absolute_pos_embed.shape[2:] == (32, 32)
+    torch.testing.assert_close(
+        explicit.layers[0].blocks[0].attn.relative_coords_table,
+        log_spaced_coords_table(8, 16), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_autocast_forward_backward_stay_finite(dtype):
     model = randomize_(SwinTransformerV2(**SMALL, window_size=4), std=0.2)

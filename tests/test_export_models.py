@@ -32,6 +32,8 @@ FEATURE_SHAPES = [(2, 97, 131), (1, 161, 225), (3, 65, 70)]
 # fp32 bound on |ORT - PyTorch| relative to the output's largest value
 RELATIVE_TOLERANCE = 1e-5
 BOX_TOLERANCE = 1e-3  # pixels (issue 13)
+PREDICTION_LAYERS = ('rpn_cls', 'rpn_reg', 'fc_cls', 'fc_reg', 'conv_logits',
+                     'conv_seg')
 
 
 def images_of(shape, seed: int = 0) -> torch.Tensor:
@@ -48,11 +50,30 @@ def assert_close(expected: torch.Tensor, got, what: str) -> float:
     return diff
 
 
+def keep_activations_alive_(model: nn.Module, seed: int = 0) -> None:
+    """Variance-preserving random weights in every conv and linear layer,
+    batch norms scaling by about 1: through the deep heads the activations keep their scale, so
+    the detectors' scores differ between boxes (equal scores would make
+    NMS's order a coin toss between two runtimes)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                fan_in = module.weight[0].numel()
+                # prediction layers: logits and deltas of order 0.1 to 1
+                gain = 0.1 if name.endswith(PREDICTION_LAYERS) else 1
+                module.weight.copy_(torch.randn(
+                    module.weight.shape, generator=gen) * (gain / fan_in)**0.5)
+            elif isinstance(module, nn.BatchNorm2d):
+                module.weight.add_(1)
+
+
 def exported(tmp_path_factory, config: str, part: str, export_shape,
              **options):
     """Build ``config`` with random weights, export ``part`` once."""
     model = build_model(config, cfg_options=options or None)
     randomize_(model)
+    keep_activations_alive_(model)
     wrapper = make_wrapper(model, part)
     path = str(tmp_path_factory.mktemp('onnx') / 'model.onnx')
     export_onnx(wrapper, images_of(export_shape), path)

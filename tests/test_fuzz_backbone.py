@@ -25,7 +25,7 @@ BACKBONES = (SwinTransformer, SwinTransformerV2)
 @st.composite
 def valid_setups(draw) -> dict:
     """A tiny valid backbone configuration."""
-    num_stages = draw(st.integers(1, 4))
+    num_stages = draw(st.integers(1, 5))  # mmdet's RTMDet-P6 Swin has 5
     embed_dims = draw(st.sampled_from((2, 4, 6, 8)))
     heads = [draw(st.sampled_from(
         [h for h in (1, 2, 3, 4) if (embed_dims * 2**i) % h == 0]))
@@ -36,13 +36,16 @@ def valid_setups(draw) -> dict:
         st.integers(1, 4),
         st.lists(st.integers(1, 4), min_size=num_stages,
                  max_size=num_stages).map(tuple)))
+    patch_size = draw(st.integers(1, 4))
     return dict(
         arch=dict(embed_dims=embed_dims, num_heads=tuple(heads),
                   depths=tuple(draw(st.lists(st.integers(1, 2),
                                              min_size=num_stages,
                                              max_size=num_stages)))),
         in_channels=draw(st.integers(1, 4)),
-        patch_size=draw(st.integers(1, 4)),
+        patch_size=patch_size,
+        strides=draw(st.sampled_from(
+            (None, (patch_size, ) + (2, ) * (num_stages - 1)))),
         window_size=window,
         mlp_ratio=draw(st.sampled_from((0.5, 1.0, 2.0))),
         out_indices=tuple(out_indices),
@@ -50,7 +53,10 @@ def valid_setups(draw) -> dict:
         qkv_bias=draw(st.booleans()),
         patch_norm=draw(st.booleans()),
         use_abs_pos_embed=draw(st.booleans()),
-        pretrain_img_size=draw(st.integers(1, 16)),
+        pretrain_img_size=draw(st.one_of(
+            st.integers(1, 16), st.tuples(st.integers(1, 16)),
+            st.tuples(st.integers(1, 16), st.integers(1, 16)))),
+        cpu_fast_path=draw(st.booleans()),
         drop_path_rate=draw(st.sampled_from((0.0, 0.2))),
         attn_impl=draw(st.sampled_from(('sdpa', 'math'))),
     )
@@ -101,14 +107,15 @@ def _invalid_values(setup: dict) -> dict:
         'qk_scale': [0, -1.0, 'a'],
         'out_indices': [(), (stages, ), (-1, ), 0, 'a', (0.5, ), (0, 0)],
         'frozen_stages': [-2, stages + 1, 1.5, None],
-        'strides': [(setup['patch_size'] + 1, ) + (2, ) * (stages - 1), 5],
+        'strides': [(setup['patch_size'] + 1, ) + (2, ) * (stages - 1), 5,
+                    (setup['patch_size'], ) + (2, ) * stages],
         'norm_cfg': [dict(type='BN'), 'LN'],
         'act_cfg': [dict(type='ReLU'), 'GELU'],
         'attn_impl': ['flash', None],
         'qkv_bias': flags, 'patch_norm': flags, 'with_cp': flags,
         'use_abs_pos_embed': flags, 'norm_eval': flags,
-        'check_finite': flags,
-        'pretrain_img_size': [0, (1, ), 'a', -5, (4, 0)],
+        'check_finite': flags, 'cpu_fast_path': flags,
+        'pretrain_img_size': [0, (1, 2, 3), (), 'a', -5, (4, 0), (0, )],
         'embed_dims': [0, 2.5, -1, '8'],
         'depths': [(), (0, ) * stages, 3, ('a', ) * stages],
         'num_heads': [(0, ) * stages, (5, ) * stages, ones[:-1] or (1, 1)],
@@ -134,6 +141,28 @@ def test_one_invalid_argument_raises_documented_error(name, backbone, setup):
             assert name in str(err), (name, value, str(err))
         else:
             raise AssertionError(f'{name}={value!r} was accepted')
+
+
+# Each version's own options, refused by the other: any value, valid or not.
+OTHER_VERSIONS_OPTIONS = [
+    (SwinTransformer, 'post_norm', st.booleans()),
+    (SwinTransformer, 'pretrained_window_sizes', st.integers(0, 8)),
+    (SwinTransformerV2, 'qk_scale', st.floats(0.01, 1.0)),
+    (SwinTransformerV2, 'post_norm', st.booleans()),
+]
+
+
+@pytest.mark.parametrize('backbone, name, values', OTHER_VERSIONS_OPTIONS,
+                         ids=[f'{b.__name__}-{n}'
+                              for b, n, _ in OTHER_VERSIONS_OPTIONS])
+@settings(FUZZ, max_examples=8)
+@given(setup=valid_setups(), data=st.data())
+def test_the_other_versions_options_are_refused(backbone, name, values,
+                                                setup, data):
+    value = data.draw(values, label=name)
+    with pytest.raises(TypeError, match=f"unexpected keyword argument "
+                       f"'{name}'"):
+        backbone(**dict(setup, **{name: value}))
 
 
 @st.composite

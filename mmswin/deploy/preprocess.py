@@ -57,6 +57,14 @@ class ImagePreprocess(nn.Module):
 
     def padding(self, size: Tuple[int, int]) -> Tuple[int, int, int, int]:
         """``F.pad`` amounts (left, right, top, bottom) for an image of
-        ``size = (H, W)``."""
+        ``size = (H, W)``.
+
+        The padded side is written as ``divisor * ceil(side / divisor)``
+        (not ``side + (-side % divisor)``): while exporting, every size
+        downstream is then a plain multiple of a symbol, which keeps the
+        symbolic shape reasoning short.
+        """
         height, width = size
-        return (0, -width % self.pad_divisor, 0, -height % self.pad_divisor)
+        divisor = self.pad_divisor
+        return (0, (width + divisor - 1) // divisor * divisor - width,
+                0, (height + divisor - 1) // divisor * divisor - height)

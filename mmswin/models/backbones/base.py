@@ -26,6 +26,7 @@ from .validation import (
     check_choice,
     check_float,
     check_indices,
+    check_init_cfg,
     check_input,
     check_int,
     check_per_stage,
@@ -126,8 +127,9 @@ class SwinBackbone(BaseModule):
             (:mod:`mmswin.models.cpu_fast_path`); ignored under
             ``torch.compile``/export and on other devices; outputs equal the
             plain path within fp32 rounding.
-        check_finite: Raise on NaN/Inf inputs (off by default: it syncs;
-            refused under ``torch.compile``/export).
+        check_finite: Raise on NaN/Inf inputs (off by default: it syncs).
+            A check on the values cannot be in a graph: ``forward`` raises
+            under ``torch.export`` and ``torch.compile(fullgraph=True)``.
         convert_weights: mmdet compatibility; either value gives the same
             result, because mmswin detects a checkpoint's layout and converts
             it on every load.
@@ -151,7 +153,7 @@ class SwinBackbone(BaseModule):
             argument's name (``input`` for the input) and say what is
             allowed.
         RuntimeError: ``forward`` under ``torch.jit.trace`` (or the legacy
-            ONNX exporter), or with ``check_finite`` under compile/export.
+            ONNX exporter), or with ``check_finite`` under export.
     """
 
     arch_settings: Dict[str, Dict] = {}  # the subclass's presets
@@ -187,7 +189,7 @@ class SwinBackbone(BaseModule):
                  convert_weights: bool = True,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
-        super().__init__(init_cfg=_fold_pretrained(pretrained, init_cfg))
+        super().__init__(init_cfg=check_init_cfg(pretrained, init_cfg))
         arch = check_arch(arch, self.arch_settings, embed_dims, depths,
                           num_heads)
         self.embed_dims = arch['embed_dims']
@@ -369,30 +371,6 @@ def _block_options(variant: LayerVariant, num_stages: int) -> List[dict]:
                                  low=0)
     return [dict(post_norm=variant.post_norm, qk_scale=variant.qk_scale,
                  pretrained_window_size=window) for window in pretrained]
-
-
-def _fold_pretrained(pretrained: Optional[str],
-                     init_cfg: Optional[Union[dict, List[dict]]]
-                     ) -> Optional[Union[dict, List[dict]]]:
-    """Fold ``pretrained`` into ``init_cfg`` and check a Pretrained
-    init_cfg names a checkpoint."""
-    if pretrained is not None:
-        if not isinstance(pretrained, str):
-            raise TypeError('pretrained must be a checkpoint path or URL '
-                            f'(str) or None, got {pretrained!r}')
-        if init_cfg is not None:
-            raise ValueError('pass either pretrained or init_cfg, not both')
-        return dict(type='Pretrained', checkpoint=pretrained)
-    if init_cfg is not None and not isinstance(init_cfg, (dict, list)):
-        raise TypeError('init_cfg must be a dict, a list of dicts or None, '
-                        f'got {type(init_cfg).__name__} {init_cfg!r}')
-    if isinstance(init_cfg, dict) and init_cfg.get(
-            'type') == 'Pretrained' and not isinstance(
-                init_cfg.get('checkpoint'), str):
-        raise ValueError("init_cfg of type 'Pretrained' needs "
-                         "checkpoint=<path or URL>, got "
-                         f"{init_cfg.get('checkpoint')!r}")
-    return init_cfg
 
 
 def _init_module(m: nn.Module) -> None:

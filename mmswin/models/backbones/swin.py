@@ -36,9 +36,8 @@ class SwinTransformer(SwinBackbone):
 
     Shape:
         - x: ``(B, in_channels, H, W)``.
-        - output: tuple of ``(B, C * 2**i, H_i, W_i)`` for i in
-          ``out_indices``, with ``H_0 = ceil(H / patch_size)`` and
-          ``H_{i+1} = ceil(H_i / 2)``.
+        - output: one ``(B, C * 2**i, ceil(H / 4 / 2**i), ...)`` map per i
+          in ``out_indices`` at ``patch_size=4`` (see ``SwinBackbone``).
     """
 
     arch_settings = ARCH_SETTINGS

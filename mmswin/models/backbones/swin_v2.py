@@ -88,9 +88,8 @@ class SwinTransformerV2(SwinBackbone):
 
     Shape:
         - x: ``(B, in_channels, H, W)``.
-        - output: tuple of ``(B, C * 2**i, H_i, W_i)`` for i in
-          ``out_indices``, with ``H_0 = ceil(H / patch_size)`` and
-          ``H_{i+1} = ceil(H_i / 2)``.
+        - output: the maps of :class:`~.base.SwinBackbone`, one per
+          ``out_indices`` entry (strides 4, 8, 16, 32 for the presets).
     """
 
     arch_settings = V2_ARCH_SETTINGS

@@ -7,7 +7,7 @@ states what is allowed.
 """
 import math
 import numbers
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -165,6 +165,30 @@ def check_strides(strides, patch_size: int, num_stages: int) -> None:
                          f'entry per stage, here {expected}, or None; got '
                          f'{strides!r}: Swin downsamples by 2x2 patch merging '
                          'only')
+
+
+def check_init_cfg(pretrained: Optional[str],
+                     init_cfg: Optional[Union[dict, List[dict]]]
+                     ) -> Optional[Union[dict, List[dict]]]:
+    """Fold ``pretrained`` into ``init_cfg`` and check a Pretrained
+    init_cfg names a checkpoint."""
+    if pretrained is not None:
+        if not isinstance(pretrained, str):
+            raise TypeError('pretrained must be a checkpoint path or URL '
+                            f'(str) or None, got {pretrained!r}')
+        if init_cfg is not None:
+            raise ValueError('pass either pretrained or init_cfg, not both')
+        return dict(type='Pretrained', checkpoint=pretrained)
+    if init_cfg is not None and not isinstance(init_cfg, (dict, list)):
+        raise TypeError('init_cfg must be a dict, a list of dicts or None, '
+                        f'got {type(init_cfg).__name__} {init_cfg!r}')
+    if isinstance(init_cfg, dict) and init_cfg.get(
+            'type') == 'Pretrained' and not isinstance(
+                init_cfg.get('checkpoint'), str):
+        raise ValueError("init_cfg of type 'Pretrained' needs "
+                         "checkpoint=<path or URL>, got "
+                         f"{init_cfg.get('checkpoint')!r}")
+    return init_cfg
 
 
 def check_arch(arch, presets: Dict[str, Dict], embed_dims: Optional[int],

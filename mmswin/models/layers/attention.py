@@ -196,7 +196,8 @@ class WindowAttention(nn.Module):
     def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
         """``(w, heads, N, d)`` -> ``(w, N, C)`` (a view of the fused
         kernel's token-major output)."""
-        return out.transpose(1, 2).reshape(out.shape[0], -1, self.dim)
+        w, _, n, _ = out.shape
+        return out.transpose(1, 2).reshape(w, n, self.dim)
 
     def forward(self, x: torch.Tensor,
                 shift_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -209,7 +210,9 @@ class WindowAttention(nn.Module):
             # (num_windows, heads, N, N), repeated for every image: the
             # fused kernel needs a 4-D mask (a 5-D one falls back to math).
             mask = mask + shift_mask.to(q.dtype)[:, None]
-            images = q.shape[0] // mask.shape[0]
-            mask = mask.expand(images, *mask.shape).flatten(0, 1)
+            windows, heads, n, _ = mask.shape
+            images = q.shape[0] // windows
+            mask = mask.expand(images, windows, heads, n, n).reshape(
+                q.shape[0], heads, n, n)
         out = self.merge_heads(self.attend(q, k, v, mask))
         return self.proj_drop(self.proj(out))

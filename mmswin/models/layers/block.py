@@ -110,7 +110,7 @@ class SwinBlock(nn.Module):
 
     def window_attention(self, x: torch.Tensor) -> torch.Tensor:
         """(Shifted-)window attention of a ``(B, H, W, C)`` map."""
-        height, width = x.shape[1], x.shape[2]
+        batch, height, width = x.shape[:3]
         ws, shift = self.window_size, self.shift_size
         x = pad_to_multiple(x, ws)
         padded_h, padded_w = x.shape[1], x.shape[2]
@@ -120,7 +120,7 @@ class SwinBlock(nn.Module):
             mask = shift_window_mask(padded_h, padded_w, ws, shift,
                                      x.device, x.dtype)
         windows = self.attn(window_partition(x, ws), mask)
-        x = window_reverse(windows, ws, padded_h, padded_w)
+        x = window_reverse(windows, ws, batch, padded_h, padded_w)
         if shift:
             x = torch.roll(x, (shift, shift), (1, 2))
         return x[:, :height, :width]

@@ -40,26 +40,29 @@ def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
     Returns:
         ``(B * num_windows, window_size**2, C)``, windows in row-major order.
     """
+    # Explicit sizes, no -1: inferring one costs symbolic shapes (compile,
+    # export) a divisibility proof per call.
     b, h, w, c = x.shape
     ws = window_size
-    x = x.view(b, h // ws, ws, w // ws, ws, c).transpose(2, 3)
-    return x.reshape(-1, ws * ws, c)
+    rows, cols = h // ws, w // ws
+    x = x.view(b, rows, ws, cols, ws, c).transpose(2, 3)
+    return x.reshape(b * rows * cols, ws * ws, c)
 
 
-def window_reverse(windows: torch.Tensor, window_size: int, height: int,
-                   width: int) -> torch.Tensor:
+def window_reverse(windows: torch.Tensor, window_size: int, batch: int,
+                   height: int, width: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`.
 
     Args:
-        windows: ``(B * num_windows, window_size**2, C)``.
-        height, width: The map's (padded) sides.
+        windows: ``(batch * num_windows, window_size**2, C)``.
+        batch, height, width: The map's batch and (padded) sides.
 
     Returns:
-        ``(B, height, width, C)``.
+        ``(batch, height, width, C)``.
     """
     ws, c = window_size, windows.shape[-1]
-    x = windows.view(-1, height // ws, width // ws, ws, ws, c)
-    return x.transpose(2, 3).reshape(-1, height, width, c)
+    x = windows.view(batch, height // ws, width // ws, ws, ws, c)
+    return x.transpose(2, 3).reshape(batch, height, width, c)
 
 
 def _shift_regions(size: int, window_size: int, shift_size: int,

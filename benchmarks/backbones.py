@@ -73,12 +73,9 @@ def _mmdet(with_cp: bool) -> nn.Module:
 
 def _mmswin(variant: str, with_cp: bool) -> nn.Module:
     from mmswin.models import SwinTransformer
-    model = SwinTransformer(arch='tiny', drop_path_rate=0., with_cp=with_cp,
-                            attn_impl='sdpa' if variant == 'plain' else
-                            variant)
-    for stage in model.layers:
-        stage.cpu_fast_path = variant != 'plain'
-    return model
+    return SwinTransformer(arch='tiny', drop_path_rate=0., with_cp=with_cp,
+                           attn_impl='sdpa' if variant == 'plain' else
+                           variant, cpu_fast_path=variant != 'plain')
 
 
 def _hf() -> nn.Module:

@@ -60,7 +60,7 @@ def main(argv=None) -> dict:
                 reference = models['mmdet'](x)
                 outs = {}
                 for name in EAGER:
-                    fns[name] = lambda m=models[name]: m(x)
+                    fns[name] = lambda m=models[name], x=x: m(x)
                     compiled = torch.compile(models[name],
                                              dynamic=args.dynamic)
                     start = time.perf_counter()
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
                     synchronize(device)
                     compile_s[f'{name} compiled'] = (time.perf_counter() -
                                                      start)
-                    fns[f'{name} compiled'] = lambda c=compiled: c(x)
+                    fns[f'{name} compiled'] = lambda c=compiled, x=x: c(x)
                     outs[name] = forward_fn(name, models[name])(x)
                 times = time_interleaved(fns, device, args.repeats,
                                          args.warmup)

@@ -55,7 +55,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sizes', nargs='+', default=SIZES)
     parser.add_argument('--impls', nargs='+', default=list(IMPLS),
-                        choices=['mmswin-sdpa', 'mmswin-math', 'mmdet'])
+                        choices=['mmswin-sdpa', 'mmswin-math',
+                                 'mmswin-plain', 'mmdet'])
     args = add_common_args(parser).parse_args(argv)
     device = setup(args)
     models: Dict[str, torch.nn.Module] = {}

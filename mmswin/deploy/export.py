@@ -128,15 +128,17 @@ def kind_of(wrapper: nn.Module) -> str:
 
 
 def export_onnx(wrapper: nn.Module, images: torch.Tensor, path: str,
-                dynamic: bool = True) -> Tuple[str, ...]:
+                dynamic: bool = True,
+                dynamic_batch: bool = True) -> Tuple[str, ...]:
     """Export ``wrapper`` (from :func:`make_wrapper`) traced on ``images``
     to the ONNX file ``path``.
 
     Args:
         images: ``(B, 3, H, W)`` example input; the detector needs ``B = 1``.
-        dynamic: Dynamic height and width (and batch, except for the
-            detector), from :data:`MIN_SIDE` to 4096; else the graph is
-            fixed to ``images``' shape.
+        dynamic: Dynamic height and width, from :data:`MIN_SIDE` to 4096;
+            else the graph is fixed to ``images``' shape.
+        dynamic_batch: With ``dynamic``, the batch is dynamic too (not for
+            the detector); else it is ``images``' batch.
 
     Returns:
         The graph's output names.
@@ -159,23 +161,33 @@ def export_onnx(wrapper: nn.Module, images: torch.Tensor, path: str,
                              f' got {tuple(images.shape[2:])}')
         dims = {2: torch.export.Dim('height', min=low, max=MAX_SIDE),
                 3: torch.export.Dim('width', min=low, max=MAX_SIDE)}
-        if kind != 'detection':
+        batch = images.shape[0]
+        if dynamic_batch and kind != 'detection':
             dims[0] = torch.export.Dim('batch', min=1, max=MAX_BATCH)
-            # traced at B = 1, the batch would be fixed to 1
-            images = images[:1].expand(2, -1, -1, -1)
+            batch = 2  # traced at batch 1, the batch would stay 1
         dynamic_shapes = {'images': dims}
-    with torch.no_grad():
-        num_outputs = len(_as_tuple(wrapper(images)))
-        program = torch.export.export(wrapper, (images, ),
-                                      dynamic_shapes=dynamic_shapes,
-                                      strict=False)
-    names = tuple(output_names(wrapper, num_outputs))
+        images = generic_example(wrapper, batch)
+    # Size facts the tracer cannot prove (a padded side >= the side, a map
+    # with >= 1 window) become checks instead of specialising the graph to
+    # the example's size. (Not under no_grad: it traces SDPA to a kernel
+    # whose output strides the ONNX decomposition does not reproduce.)
+    program = torch.export.export(
+        wrapper, (images, ), dynamic_shapes=dynamic_shapes, strict=False,
+        prefer_deferred_runtime_asserts_over_guards=True)
+    names = tuple(output_names(wrapper,
+                               len(program.graph_signature.user_outputs)))
     torch.onnx.export(program, f=path, dynamo=True, input_names=['images'],
                       output_names=list(names),
                       custom_translation_table=ONNX_TRANSLATIONS)
     return names
 
 
-def _as_tuple(outputs) -> tuple:
-    return tuple(outputs) if isinstance(outputs, (tuple, list)) else (
-        outputs, )
+def generic_example(wrapper: nn.Module, batch: int) -> torch.Tensor:
+    """The input a dynamic export is traced with: sides that are multiples
+    of nothing, large enough that the coarsest map of every stage has
+    several windows (one window, or a side of 1, is a special case the
+    tracer would keep)."""
+    windows = [size for module in wrapper.modules()
+               for size in getattr(module, 'window_sizes', ())]
+    side = 32 * (2 * max(windows, default=7) + 1) + 13
+    return torch.rand(batch, 3, side, side + 22) * 255

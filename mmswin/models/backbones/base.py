@@ -18,12 +18,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...checkpoint import install_layout_hook
 from ..layers import PatchEmbed, SwinStage
-from ..layers.attention import ATTN_IMPLS
 from .validation import (
     check_arch,
     check_bool,
     check_cfg,
-    check_choice,
     check_float,
     check_indices,
     check_init_cfg,
@@ -203,7 +201,6 @@ class SwinBackbone(BaseModule):
         check_strides(strides, patch_size, num_stages)
         self._check_rates(mlp_ratio, drop_rate, attn_drop_rate,
                           drop_path_rate)
-        check_choice('attn_impl', attn_impl, ATTN_IMPLS)
         check_cfg('act_cfg', act_cfg, dict(type='GELU'))
         check_cfg('norm_cfg', norm_cfg, dict(type='LN'), requires_grad=True)
         for name, flag in (('qkv_bias', qkv_bias), ('patch_norm', patch_norm),

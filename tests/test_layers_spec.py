@@ -5,7 +5,8 @@ path that compile and export trace, and the CPU fast path) must equal the
 reference in forward and in every gradient, for V1 and V2, at sizes that
 need padding, with shifted windows that wrap around the edges, in
 training (autograd) and at inference (in-place row blocks).
-Measured: max abs diff <= 2e-6 (forward), <= 3e-6 (gradients of order 1).
+Measured: forward max abs diff <= 2.1e-6; gradients <= 1.2e-4 absolute,
+within the asserted 1e-4 x max(1, |largest gradient of the parameter|).
 """
 import pytest
 import torch

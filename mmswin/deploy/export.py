@@ -16,9 +16,8 @@ from .pooling import swap_adaptive_pools
 
 # What each wrapper can export; the detector graph is per image.
 PARTS = ('full', 'features')
-# Smallest side a dynamic export accepts: the coarsest map (stride 32 for
-# Swin + UperNet, 64 for FPN's extra level) must have at least 2 cells, or
-# the exporter specialises on size-1 broadcasting.
+# Smallest side a dynamic export accepts (tested down to it): UperNet's
+# stride-32 map and FPN's stride-64 level keep at least 2 cells.
 MIN_SIDE = {'segmentation': 64, 'detection': 65, 'features': 65}
 MAX_SIDE = 4096
 MAX_BATCH = 64
@@ -130,11 +129,14 @@ def kind_of(wrapper: nn.Module) -> str:
 def export_onnx(wrapper: nn.Module, images: torch.Tensor, path: str,
                 dynamic: bool = True,
                 dynamic_batch: bool = True) -> Tuple[str, ...]:
-    """Export ``wrapper`` (from :func:`make_wrapper`) traced on ``images``
-    to the ONNX file ``path``.
+    """Export ``wrapper`` (from :func:`make_wrapper`) to the ONNX file
+    ``path``.
 
     Args:
-        images: ``(B, 3, H, W)`` example input; the detector needs ``B = 1``.
+        images: ``(B, 3, H, W)``: the graph's shape for a fixed export; for
+            a dynamic one only its batch (without ``dynamic_batch``) and
+            sides (checked against :data:`MIN_SIDE`) count, and it is traced
+            at :func:`generic_example`'s size. The detector needs ``B = 1``.
         dynamic: Dynamic height and width, from :data:`MIN_SIDE` to 4096;
             else the graph is fixed to ``images``' shape.
         dynamic_batch: With ``dynamic``, the batch is dynamic too (not for

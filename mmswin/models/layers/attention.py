@@ -194,10 +194,14 @@ class WindowAttention(nn.Module):
         return self.attn_dropout(attn.to(v.dtype)) @ v
 
     def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
-        """``(w, heads, N, d)`` -> ``(w, N, C)`` (a view of the fused
-        kernel's token-major output)."""
+        """``(w, heads, N, d)`` -> ``(w, N, C)``.
+
+        The fused kernel's output is token-major, so ``contiguous`` copies
+        nothing in eager mode; it keeps an exported graph valid where the
+        traced strides differ from the kernel's (export under no_grad).
+        """
         w, _, n, _ = out.shape
-        return out.transpose(1, 2).reshape(w, n, self.dim)
+        return out.transpose(1, 2).contiguous().view(w, n, self.dim)
 
     def forward(self, x: torch.Tensor,
                 shift_mask: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -1,16 +1,20 @@
 """``torch.compile`` (inductor) against eager, for mmswin and for mmdet:
 what a user would pick instead of mmswin's eager CPU fast path.
 
-    python benchmarks/compiled.py [--device cuda] [--dynamic]
+    python benchmarks/compiled.py [--device cuda] [--mmdet-dynamic]
 
 Same Swin-T weights in every model; compiled mmswin traces its plain path
-(the CPU fast path switches itself off under compile). Reports the compile
+(the CPU fast path switches itself off under compile), once with static
+shapes and once with ``dynamic=True`` (one compile for every input size);
+mmdet's backbone static (``--mmdet-dynamic`` adds its dynamic compile,
+which mmdet's size-dependent Python padding makes slow). Reports the compile
 time (the first call), median forward time, the ratio to mmdet's eager and
 compiled forward, the fraction of the matmul limit timed in the same run,
 and the max abs diff of every output to mmdet's eager output. Writes
 ``benchmarks/results/compiled.json``.
 """
 import argparse
+import copy
 import sys
 import time
 from typing import List
@@ -40,8 +44,8 @@ EAGER = ('mmswin-sdpa', 'mmdet')
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sizes', nargs='+', default=SIZES)
-    parser.add_argument('--dynamic', action='store_true',
-                        help='compile with dynamic=True (default: static)')
+    parser.add_argument('--mmdet-dynamic', action='store_true',
+                        help='also compile mmdet with dynamic=True')
     parser.add_argument('--matmul-size', type=int, default=None)
     args = add_common_args(parser).parse_args(argv)
     device = setup(args)
@@ -61,15 +65,25 @@ def main(argv=None) -> dict:
                 outs = {}
                 for name in EAGER:
                     fns[name] = lambda m=models[name], x=x: m(x)
-                    compiled = torch.compile(models[name],
-                                             dynamic=args.dynamic)
-                    start = time.perf_counter()
-                    outs[f'{name} compiled'] = compiled(x)
-                    synchronize(device)
-                    compile_s[f'{name} compiled'] = (time.perf_counter() -
-                                                     start)
-                    fns[f'{name} compiled'] = lambda c=compiled, x=x: c(x)
                     outs[name] = forward_fn(name, models[name])(x)
+                variants = [('mmswin-sdpa', False), ('mmswin-sdpa', True),
+                            ('mmdet', False)]
+                if args.mmdet_dynamic:
+                    variants.append(('mmdet', True))
+                for name, dynamic in variants:
+                    label = f'{name} compiled' + (' dynamic' if dynamic
+                                                  else '')
+                    # dynamo caches compiled code per module instance: a
+                    # copy gets a compile of its own instead of reusing
+                    # the static one.
+                    model = (copy.deepcopy(models[name]) if dynamic else
+                             models[name])
+                    compiled = torch.compile(model, dynamic=dynamic)
+                    start = time.perf_counter()
+                    outs[label] = compiled(x)
+                    synchronize(device)
+                    compile_s[label] = time.perf_counter() - start
+                    fns[label] = lambda c=compiled, x=x: c(x)
                 times = time_interleaved(fns, device, args.repeats,
                                          args.warmup)
             limit = mm_flops / summarize(times[f'matmul {side}^3'])[

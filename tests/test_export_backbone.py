@@ -7,9 +7,8 @@ in ONNX Runtime at 8 other shapes (sides that are not multiples of 4, 7 or
 cyclic shift, the window partition and the shift mask are computed in the
 graph from the input's shape. Measured max abs diff <= 5e-6.
 ``torch.compile(dynamic=True)`` traces the backbone without graph breaks
-and compiles at most twice across 4 sizes (dynamo specialises the first,
-batch-1 call); inductor's compiled forward and training step match eager
-within 1e-4.
+and compiles at most twice across 4 sizes (dynamo specialises batch 1);
+inductor's dynamic forward and training step match eager within 1e-4.
 """
 import numpy as np
 import pytest
@@ -86,15 +85,22 @@ def test_check_finite_is_refused_under_export():
 
 
 class CountingBackend:
-    """A torch.compile backend counting the graphs it is given."""
+    """A torch.compile backend counting the graphs it compiles.
+
+    Counted once compiled: with dynamic=True dynamo first hands inductor a
+    graph whose float module attributes (LayerNorm eps, dropout p) are
+    symbolic; inductor asks it to specialise them and trace again, a
+    restart of the same compilation (torch's behaviour for every module).
+    """
 
     def __init__(self, backend: str) -> None:
         self.backend = torch._dynamo.lookup_backend(backend)
         self.graphs = 0
 
     def __call__(self, graph, example_inputs):
+        compiled = self.backend(graph, example_inputs)
         self.graphs += 1
-        return self.backend(graph, example_inputs)
+        return compiled
 
 
 def test_compile_dynamic_has_no_graph_breaks_and_few_recompiles():
@@ -118,26 +124,54 @@ def test_compile_dynamic_has_no_graph_breaks_and_few_recompiles():
     assert backend.graphs <= 2, backend.graphs
 
 
-def test_inductor_forward_and_training_step_match_eager():
-    """inductor (CPU): the compiled forward and the gradients of a compiled
-    training step equal eager's. SwinV2, whose blocks run every op V1's do
-    plus the cosine attention and the continuous position bias (a V1
-    compile takes as long again: ~2 min here)."""
+def loss_of(outputs) -> torch.Tensor:
+    """A loss that weighs every output element differently."""
+    return sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum()
+               for o in outputs)
+
+
+def test_inductor_dynamic_forward_compiles_twice_over_four_sizes():
+    """inductor (CPU), dynamic=True: one compile for every size with batch
+    >= 2 plus the batch-1 one dynamo specialises; outputs equal eager's."""
+    torch._dynamo.reset()
+    model = small_backbone(1)
+    backend = CountingBackend('inductor')
+    compiled = torch.compile(model, backend=backend, dynamic=True)
+    with torch.no_grad():
+        for shape in [(2, 3, 97, 131), (3, 3, 161, 225), (1, 3, 64, 96),
+                      (2, 3, 200, 120)]:
+            x = torch.randn(*shape)
+            diffs = [(a - b).abs().max().item()
+                     for a, b in zip(compiled(x), model(x))]
+            assert max(diffs) <= TOL, f'{shape}: {diffs}'
+    assert backend.graphs == 2, backend.graphs
+
+
+def test_inductor_dynamic_training_step_matches_eager():
+    """inductor (CPU), dynamic=True: the compiled training step's outputs
+    and gradients equal eager's at two sizes. SwinV2,
+    whose blocks run every op V1's do plus the cosine attention and the
+    continuous position bias."""
     torch._dynamo.reset()
     model = small_backbone(2).train()
-    compiled = torch.compile(model)
-    x = torch.randn(2, 3, 61, 83)
-    grads, outs = [], []
-    for fn in (model, compiled):
-        out = fn(x)
-        loss = sum((o * torch.linspace(-1, 1, o.numel()).view_as(o)).sum()
-                   for o in out)
-        loss.backward()
-        outs.append([o.detach() for o in out])
-        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
-        model.zero_grad()
-    for eager, comp in zip(*outs):
-        assert (eager - comp).abs().max() <= TOL
-    for name, grad in grads[0].items():
-        scale = max(grad.abs().max().item(), 1.0)
-        assert (grads[1][name] - grad).abs().max() <= TOL * scale, name
+    backend = CountingBackend('inductor')
+    compiled = torch.compile(model, backend=backend, dynamic=True)
+    for shape in [(2, 3, 61, 83), (3, 3, 90, 47)]:
+        x = torch.randn(*shape)
+        grads, outs = [], []
+        for fn in (model, compiled):
+            out = fn(x)
+            loss_of(out).backward()
+            outs.append([o.detach() for o in out])
+            grads.append({n: p.grad.clone()
+                          for n, p in model.named_parameters()})
+            model.zero_grad()
+        for eager, comp in zip(*outs):
+            assert (eager - comp).abs().max() <= TOL, shape
+        for name, grad in grads[0].items():
+            scale = max(grad.abs().max().item(), 1.0)
+            assert (grads[1][name] - grad).abs().max() <= TOL * scale, name
+    # One compile serves both sizes, unless inductor specialises one of its
+    # size heuristics (here a numel <= 4096 guard from the backward); the
+    # sizes straddle it, so a second compile is allowed.
+    assert backend.graphs <= 2, backend.graphs

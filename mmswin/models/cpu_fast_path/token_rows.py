@@ -2,8 +2,8 @@
 
 Inside a stage the tokens are kept as the rows of one ``(R, C)`` matrix,
 ``R = B * H * W`` (the real tokens only), ordered window by window, instead
-of a ``(B, H, W, C)`` map that every block pads, rolls, partitions,
-reverses, rolls back and crops. LayerNorm, the MLP and the residual adds
+of a ``(B, H, W, C)`` map from which every block gathers its windows (zero
+tokens included) and back. LayerNorm, the MLP and the residual adds
 work per token, so they do not care about the order and never touch
 padding; only attention needs whole windows. A regular block runs on the
 rows as they are, and a shifted block costs one row gather into the
@@ -19,8 +19,10 @@ A full window is ``N = ws**2`` consecutive rows; a padded one has fewer,
 and attention places them into a window whose padded tokens project to
 the qkv bias, exactly the official zero padding.
 
-The layouts are index tensors built from concrete sizes, which is why this
-path is eager-only (see :mod:`mmswin.models.cpu_fast_path`).
+The layouts are built from the plain path's gather index
+(:func:`~mmswin.models.layers.windows.window_token_index`) for concrete
+sizes and cached, which is why this path is eager-only (see
+:mod:`mmswin.models.cpu_fast_path`).
 """
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -28,7 +30,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from ..layers.windows import padded_size, shift_window_mask, window_partition
+from ..layers.windows import shift_window_mask, window_token_index
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,19 +135,16 @@ class TokenLayout:
 
 def _build_layout(batch: int, height: int, width: int, window_size: int,
                   shift_size: int) -> TokenLayout:
-    ws, n = window_size, window_size**2
-    hp, wp = padded_size(height, ws), padded_size(width, ws)
-    position = torch.arange(hp * wp).view(hp, wp)
-    if shift_size:
-        # torch.roll(x, -s)[i] == x[(i + s) % n], as in the official code.
-        position = position.roll((-shift_size, -shift_size), (0, 1))
-    windows = window_partition(position[None, :, :, None], ws).view(-1, n)
-    is_real = ((windows // wp < height) & (windows % wp < width))
-    token = (windows // wp) * width + windows % wp  # valid where is_real
+    n = window_size**2
+    # The plain path's gather index, one row per window: the token at each
+    # position, height * width for padding.
+    token = window_token_index(height, width, window_size,
+                               shift_size).view(-1, n)
+    is_real = token < height * width
     has_pad = ~is_real.all(1)
     needs_mask = torch.zeros_like(has_pad)
     if shift_size:
-        mask = shift_window_mask(hp, wp, ws, shift_size)
+        mask = shift_window_mask(height, width, window_size, shift_size)
         needs_mask = mask.flatten(1).ne(0).any(1)
     images = torch.arange(batch)
     groups, order, row = [], [], 0
@@ -175,7 +174,8 @@ def _build_layout(batch: int, height: int, width: int, window_size: int,
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel())
     run = WindowRun(tuple(groups), order // (height * width))
-    return TokenLayout(batch, height, width, ws, shift_size, order, rank, run)
+    return TokenLayout(batch, height, width, window_size, shift_size,
+                       order, rank, run)
 
 
 def _to_device(group: WindowGroup, device: torch.device) -> WindowGroup:

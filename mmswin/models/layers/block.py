@@ -10,10 +10,11 @@ from .attention import WindowAttention
 from .mlp import Mlp
 from .patch import PatchMerging
 from .windows import (
-    pad_to_multiple,
+    gather_tokens,
+    num_windows,
     shift_window_mask,
-    window_partition,
-    window_reverse,
+    window_position_index,
+    window_token_index,
 )
 
 Branch = Callable[[torch.Tensor], torch.Tensor]
@@ -51,7 +52,8 @@ class SwinBlock(nn.Module):
     and right, as the official detection code), rolls it by
     ``-shift_size`` when shifted, attends inside each window (the shifted
     windows that wrap around the edge masked by :func:`shift_window_mask`),
-    then reverses each step.
+    then reverses each step; each of those layouts is one gather of tokens
+    (:mod:`.windows`).
 
     Args:
         dim: Channels C.
@@ -110,20 +112,23 @@ class SwinBlock(nn.Module):
 
     def window_attention(self, x: torch.Tensor) -> torch.Tensor:
         """(Shifted-)window attention of a ``(B, H, W, C)`` map."""
-        batch, height, width = x.shape[:3]
+        batch, height, width, channels = x.shape
         ws, shift = self.window_size, self.shift_size
-        x = pad_to_multiple(x, ws)
-        padded_h, padded_w = x.shape[1], x.shape[2]
+        count = num_windows(height, ws) * num_windows(width, ws)
+        # Pad, roll and partition in one gather (see .windows).
+        tokens = window_token_index(height, width, ws, shift, x.device)
+        windows = gather_tokens(x, tokens).view(batch * count, ws * ws,
+                                                channels)
         mask = None
         if shift:
-            x = torch.roll(x, (-shift, -shift), (1, 2))
-            mask = shift_window_mask(padded_h, padded_w, ws, shift,
-                                     x.device, x.dtype)
-        windows = self.attn(window_partition(x, ws), mask)
-        x = window_reverse(windows, ws, batch, padded_h, padded_w)
-        if shift:
-            x = torch.roll(x, (shift, shift), (1, 2))
-        return x[:, :height, :width]
+            mask = shift_window_mask(height, width, ws, shift, x.device,
+                                     x.dtype)
+        windows = self.attn(windows, mask).view(batch, count * ws * ws,
+                                                channels)
+        # Reverse, roll back and crop: the map's tokens from the windows.
+        position = window_position_index(height, width, ws, shift, x.device)
+        return windows.index_select(1, position).view(batch, height, width,
+                                                      channels)
 
 
 class SwinStage(nn.Module):

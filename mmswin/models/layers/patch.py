@@ -3,7 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .windows import pad_to_multiple
+from .windows import gather_tokens, merge_token_index, num_windows
 
 
 class PatchEmbed(nn.Module):
@@ -31,10 +31,12 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dims) if patch_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Always pad (by 0 where the side fits): a branch on the size would
-        # specialise a compiled or exported graph to the traced size.
+        # p - 1 zero rows and columns give ceil(H/p) x ceil(W/p) patches,
+        # the same as padding to a multiple of p (the conv never reads the
+        # extra zeros); a fixed pad keeps compiled and exported sizes simple
+        # and specialises nothing to the traced size.
         p = self.patch_size
-        x = F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p))
+        x = F.pad(x, (0, p - 1, 0, p - 1))
         # A channels-last input makes the conv write channels-last, so the
         # (B, H, W, C) view below needs no copy (3.6x faster at 800x1344).
         x = self.proj(x.contiguous(memory_format=torch.channels_last))
@@ -67,12 +69,10 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(2 * dim if norm_after else 4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pad_to_multiple(x, 2)  # always, as in PatchEmbed
         b, h, w, c = x.shape
-        # (B, H/2, 2[row], W/2, 2[col], C) -> (B, H/2, W/2, col, row, C):
-        # col-major neighbour order gives TL, BL, TR, BR as the official code.
-        x = x.view(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5)
-        x = x.reshape(b, h // 2, w // 2, 4 * c)
+        neighbours = merge_token_index(h, w, x.device)  # zeros past odd sides
+        x = gather_tokens(x, neighbours).view(b, num_windows(h, 2),
+                                               num_windows(w, 2), 4 * c)
         if self.norm_after:
             return self.norm(self.reduction(x))
         return self.reduction(self.norm(x))

@@ -1,9 +1,21 @@
-"""Windows of a ``(B, H, W, C)`` map: padding, partition, the shift mask.
+"""Windows of a ``(B, H, W, C)`` map as gathers of its tokens.
 
-Everything here is computed from the input's shape with tensor ops, with
-no Python branch on a size and no cache keyed by sizes, so the same code
-runs eagerly, under ``torch.compile(dynamic=True)`` and in an exported
-graph with dynamic height and width.
+The official code pads a map with zeros to whole windows, rolls it by
+``-shift`` and cuts it into windows (and reverses each step after
+attention). Here each of those layouts is one index: the map's tokens are
+numbered row-major (``i * W + j``), number ``H * W`` stands for a zero
+token (the padding), and a layout lists the token at each of its
+positions. A partition is then a single gather of tokens, its reverse a
+single gather of window positions, and patch merging a gather of 2x2
+neighbours, with the same numbers as the official pad, roll and slices.
+
+The indices are computed from the input's sizes with tensor ops, with no
+Python branch on a size and no cache, so the same code runs eagerly, under
+``torch.compile(dynamic=True)`` and in an exported graph with dynamic
+height and width. No tensor is ever padded by a size-dependent amount:
+symbolic shapes (compile, export) then stay simple expressions of the
+input's sides such as ``ceil(H / 28)``, where nested pads made inductor's
+index analysis run for tens of minutes.
 """
 import torch
 import torch.nn.functional as F
@@ -14,86 +26,127 @@ import torch.nn.functional as F
 SHIFT_MASK_VALUE = -100.0
 
 
-def padded_size(size: int, multiple: int) -> int:
-    """Smallest multiple of ``multiple`` that is >= ``size``."""
-    return -(-size // multiple) * multiple
+def num_windows(size: int, window_size: int) -> int:
+    """Windows along a side of ``size`` tokens (the last one padded)."""
+    return (size + window_size - 1) // window_size
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad a ``(B, H, W, C)`` map at the bottom and right so that H
-    and W are multiples of ``multiple`` (a no-op pad when they are)."""
-    # As a modulo: symbolic shapes (compile, export) know that -h % m lies
-    # in [0, m), so the padded map provably covers the map; from the
-    # equivalent (h + m - 1) // m * m they cannot derive it and an export
-    # would silently specialise to the traced size.
-    pad_h = -x.shape[1] % multiple
-    pad_w = -x.shape[2] % multiple
-    return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-
-
-def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:
-    """Split a map into non-overlapping windows.
-
-    Args:
-        x: ``(B, H, W, C)`` with H and W multiples of ``window_size``.
-
-    Returns:
-        ``(B * num_windows, window_size**2, C)``, windows in row-major order.
-    """
-    # Explicit sizes, no -1: inferring one costs symbolic shapes (compile,
-    # export) a divisibility proof per call.
+def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Tokens ``index`` of a map, ``(B, H, W, C)`` -> ``(B, K, C)`` for a
+    ``(K,)`` index; index ``H * W`` gives a zero token."""
     b, h, w, c = x.shape
-    ws = window_size
-    rows, cols = h // ws, w // ws
-    x = x.view(b, rows, ws, cols, ws, c).transpose(2, 3)
-    return x.reshape(b * rows * cols, ws * ws, c)
+    tokens = F.pad(x.reshape(b, h * w, c), (0, 0, 0, 1))
+    return tokens.index_select(1, index)
 
 
-def window_reverse(windows: torch.Tensor, window_size: int, batch: int,
-                   height: int, width: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`.
+def _wrap(coord: torch.Tensor, period: int) -> torch.Tensor:
+    """``coord % period`` for coordinates in ``[-period, 2 * period)``,
+    without a remainder by a size (which the ONNX exporter cannot
+    translate when the size is symbolic)."""
+    coord = torch.where(coord < 0, coord + period, coord)
+    return torch.where(coord >= period, coord - period, coord)
 
-    Args:
-        windows: ``(batch * num_windows, window_size**2, C)``.
-        batch, height, width: The map's batch and (padded) sides.
+
+def _rolled_side(size: int, window_size: int, shift_size: int,
+                 device: torch.device) -> torch.Tensor:
+    """Along one side padded to whole windows and rolled by
+    ``-shift_size``: the unrolled coordinate at each position, ``(n, ws)``
+    for ``n`` windows."""
+    padded = num_windows(size, window_size) * window_size
+    # torch.roll(x, -s)[i] == x[(i + s) % n], as in the official code.
+    coord = _wrap(torch.arange(padded, device=device) + shift_size, padded)
+    return coord.view(-1, window_size)
+
+
+def window_token_index(height: int, width: int, window_size: int,
+                       shift_size: int = 0,
+                       device: torch.device = None) -> torch.Tensor:
+    """Token at each position of each (shifted) window.
+
+    Windows are row-major over the map zero-padded at the bottom/right to
+    whole windows and rolled by ``-shift_size``; tokens row-major inside.
 
     Returns:
-        ``(batch, height, width, C)``.
+        ``(num_windows * N,)`` long with ``N = window_size**2``: the token
+        ``i * width + j``, or ``height * width`` for padding.
     """
-    ws, c = window_size, windows.shape[-1]
-    x = windows.view(batch, height // ws, width // ws, ws, ws, c)
-    return x.transpose(2, 3).reshape(batch, height, width, c)
+    rows = _rolled_side(height, window_size, shift_size, device)
+    cols = _rolled_side(width, window_size, shift_size, device)
+    rows, cols = rows[:, None, :, None], cols[None, :, None, :]
+    token = torch.where((rows < height) & (cols < width),
+                        rows * width + cols, height * width)
+    return token.flatten()  # (rows of windows, cols of windows, ws, ws)
 
 
-def _shift_regions(size: int, window_size: int, shift_size: int,
-                   device: torch.device) -> torch.Tensor:
-    """Region label 0, 1 or 2 of each position along one padded side: the
-    official slices ``[0, -ws)``, ``[-ws, -shift)`` and ``[-shift, end)``."""
-    index = torch.arange(size, device=device)
-    return ((index >= size - window_size).long() +
-            (index >= size - shift_size).long())
+def window_position_index(height: int, width: int, window_size: int,
+                          shift_size: int = 0,
+                          device: torch.device = None) -> torch.Tensor:
+    """Inverse of :func:`window_token_index`: where each token of the map
+    sits among the windows' ``num_windows * N`` positions.
+
+    Returns:
+        ``(height * width,)`` long, row-major over the map.
+    """
+    ws = window_size
+    window_cols = num_windows(width, ws)
+    padded_h = num_windows(height, ws) * ws
+    padded_w = window_cols * ws
+    # The rolled coordinate of token (i, j) is (i - shift) mod padded side.
+    i = _wrap(torch.arange(height, device=device) - shift_size, padded_h)
+    j = _wrap(torch.arange(width, device=device) - shift_size, padded_w)
+    window = (i // ws)[:, None] * window_cols + (j // ws)[None, :]
+    inside = (i % ws)[:, None] * ws + (j % ws)[None, :]
+    return (window * (ws * ws) + inside).flatten()
 
 
 def shift_window_mask(height: int, width: int, window_size: int,
                       shift_size: int, device: torch.device = None,
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Additive mask of the official shifted-window attention.
+    """Additive mask of the official shifted-window attention for a
+    ``height x width`` map (before padding).
 
-    Window ``w`` (row-major over the padded ``height x width`` map rolled by
-    ``-shift_size``) uses ``mask[w]``: 0 where two tokens come from the same
-    region of the unrolled map, ``SHIFT_MASK_VALUE`` where they do not.
-    Derived from the shapes alone, never saved in checkpoints.
+    In the padded map rolled by ``-shift_size`` each side has three regions,
+    the official slices ``[0, -ws)``, ``[-ws, -shift)`` and
+    ``[-shift, end)``; window ``w`` (row-major) uses ``mask[w]``: 0 where
+    two tokens share a region in both directions, ``SHIFT_MASK_VALUE``
+    where they do not. Derived from the sizes alone, never saved in
+    checkpoints.
 
     Returns:
         ``(num_windows, N, N)`` with ``N = window_size**2``.
     """
-    rows = _shift_regions(height, window_size, shift_size, device)
-    cols = _shift_regions(width, window_size, shift_size, device)
-    label = rows[:, None] * 3 + cols[None, :]
-    windows = window_partition(label[None, :, :, None], window_size)
-    windows = windows.squeeze(-1)  # (num_windows, N)
-    different = windows[:, None, :] != windows[:, :, None]
+    def regions(size: int) -> torch.Tensor:  # (n, ws) labels 0, 1, 2
+        padded = num_windows(size, window_size) * window_size
+        position = torch.arange(padded, device=device)
+        label = ((position >= padded - window_size).long() +
+                 (position >= padded - shift_size).long())
+        return label.view(-1, window_size)
+
+    label = regions(height)[:, None, :, None] * 3 + \
+        regions(width)[None, :, None, :]
+    label = label.flatten(0, 1).flatten(1)  # (num_windows, N)
+    different = label[:, None, :] != label[:, :, None]
     return different.to(dtype) * SHIFT_MASK_VALUE
+
+
+def merge_token_index(height: int, width: int,
+                      device: torch.device = None) -> torch.Tensor:
+    """The 2x2 neighbourhoods of patch merging, in the official order
+    (top-left, bottom-left, top-right, bottom-right).
+
+    Returns:
+        ``(ceil(H/2) * ceil(W/2) * 4,)`` long: the token ``i * width + j``,
+        or ``height * width`` (zero) past an odd bottom or right side.
+    """
+    rows = 2 * torch.arange(num_windows(height, 2), device=device)
+    cols = 2 * torch.arange(num_windows(width, 2), device=device)
+    down = torch.tensor([0, 1, 0, 1], device=device)
+    right = torch.tensor([0, 0, 1, 1], device=device)
+    rows = rows[:, None, None] + down  # (H/2, 1, 4)
+    cols = cols[None, :, None] + right  # (1, W/2, 4)
+    token = torch.where((rows < height) & (cols < width),
+                        rows * width + cols, height * width)
+    return token.flatten()
 
 
 def relative_position_index(window_size: int) -> torch.Tensor:

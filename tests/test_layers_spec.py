@@ -113,3 +113,39 @@ def test_plain_path_runs_on_meta_device():
     stage = SwinStage(DIM, 2, HEADS, window_size=7).to('meta')
     out = stage(torch.empty(2, 13, 17, DIM, device='meta'))
     assert out.shape == (2, 13, 17, DIM) and out.device.type == 'meta'
+
+
+@pytest.mark.parametrize('height,width', [(1, 1), (7, 7), (9, 13), (15, 8)])
+@pytest.mark.parametrize('window,shift', [(7, 0), (7, 3), (4, 2)])
+def test_window_indices_are_pad_roll_partition_and_back(height, width,
+                                                        window, shift):
+    """The gather indices against the official steps applied to a map of
+    token numbers: zero-pad (here: the zero token's number), roll, cut."""
+    from mmswin.models.layers import windows
+    token = torch.arange(height * width).view(height, width)
+    padded_h = -(-height // window) * window
+    padded_w = -(-width // window) * window
+    padded = torch.full((padded_h, padded_w), height * width)
+    padded[:height, :width] = token
+    rolled = padded.roll((-shift, -shift), (0, 1))
+    expected = rolled.view(padded_h // window, window, padded_w // window,
+                           window).transpose(1, 2).flatten()
+    index = windows.window_token_index(height, width, window, shift)
+    assert torch.equal(index, expected)
+    position = windows.window_position_index(height, width, window, shift)
+    assert torch.equal(index[position], token.flatten())
+
+
+@pytest.mark.parametrize('height,width', [(1, 1), (2, 2), (5, 4), (6, 9)])
+def test_merge_index_is_the_official_neighbour_order(height, width):
+    """Patch merging's neighbours: the official pad to even sides, then
+    x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]."""
+    from mmswin.models.layers import windows
+    padded = torch.full((height + height % 2, width + width % 2),
+                        height * width)
+    padded[:height, :width] = torch.arange(height * width).view(height,
+                                                                width)
+    expected = torch.stack([padded[0::2, 0::2], padded[1::2, 0::2],
+                            padded[0::2, 1::2], padded[1::2, 1::2]], -1)
+    index = windows.merge_token_index(height, width)
+    assert torch.equal(index, expected.flatten())

@@ -103,6 +103,16 @@ class CountingBackend:
         return compiled
 
 
+def assert_compiled_matches_eager(compiled, model, shapes) -> None:
+    """Every output of ``compiled`` within TOL of ``model``'s, per shape."""
+    with torch.no_grad():
+        for shape in shapes:
+            x = torch.randn(*shape)
+            diffs = [(a - b).abs().max().item()
+                     for a, b in zip(compiled(x), model(x))]
+            assert max(diffs) <= TOL, f'{shape}: {diffs}'
+
+
 def test_compile_dynamic_has_no_graph_breaks_and_few_recompiles():
     """dynamo, dynamic=True: one graph, compiled at most twice over 4 sizes
     (dynamo specialises the first, batch-1 call). The count is dynamo's;
@@ -114,13 +124,9 @@ def test_compile_dynamic_has_no_graph_breaks_and_few_recompiles():
     torch._dynamo.reset()
     backend = CountingBackend('eager')
     compiled = torch.compile(model, backend=backend, dynamic=True)
-    with torch.no_grad():
-        for shape in [(1, 3, 97, 131), (2, 3, 161, 225), (2, 3, 64, 96),
-                      (3, 3, 200, 120)]:
-            x = torch.randn(*shape)
-            diffs = [(a - b).abs().max().item()
-                     for a, b in zip(compiled(x), model(x))]
-            assert max(diffs) <= TOL, f'{shape}: {diffs}'
+    assert_compiled_matches_eager(
+        compiled, model, [(1, 3, 97, 131), (2, 3, 161, 225), (2, 3, 64, 96),
+                          (3, 3, 200, 120)])
     assert backend.graphs <= 2, backend.graphs
 
 
@@ -137,39 +143,33 @@ def test_inductor_dynamic_forward_compiles_twice_over_four_sizes():
     model = small_backbone(1)
     backend = CountingBackend('inductor')
     compiled = torch.compile(model, backend=backend, dynamic=True)
-    with torch.no_grad():
-        for shape in [(2, 3, 97, 131), (3, 3, 161, 225), (1, 3, 64, 96),
-                      (2, 3, 200, 120)]:
-            x = torch.randn(*shape)
-            diffs = [(a - b).abs().max().item()
-                     for a, b in zip(compiled(x), model(x))]
-            assert max(diffs) <= TOL, f'{shape}: {diffs}'
+    assert_compiled_matches_eager(
+        compiled, model, [(2, 3, 97, 131), (3, 3, 161, 225), (1, 3, 64, 96),
+                          (2, 3, 200, 120)])
     assert backend.graphs == 2, backend.graphs
 
 
 def test_inductor_dynamic_training_step_matches_eager():
     """inductor (CPU), dynamic=True: the compiled training step's outputs
     and gradients equal eager's (one size: the forward test above covers
-    the sizes; a compile takes ~1.5 min here). SwinV2,
-    whose blocks run every op V1's do plus the cosine attention and the
-    continuous position bias."""
+    the sizes; a compile takes ~1.5 min here). SwinV2, whose blocks run
+    every op V1's do plus the cosine attention and the continuous position
+    bias."""
     torch._dynamo.reset()
     model = small_backbone(2).train()
     backend = CountingBackend('inductor')
     compiled = torch.compile(model, backend=backend, dynamic=True)
-    for shape in [(2, 3, 61, 83)]:
-        x = torch.randn(*shape)
-        grads, outs = [], []
-        for fn in (model, compiled):
-            out = fn(x)
-            loss_of(out).backward()
-            outs.append([o.detach() for o in out])
-            grads.append({n: p.grad.clone()
-                          for n, p in model.named_parameters()})
-            model.zero_grad()
-        for eager, comp in zip(*outs):
-            assert (eager - comp).abs().max() <= TOL, shape
-        for name, grad in grads[0].items():
-            scale = max(grad.abs().max().item(), 1.0)
-            assert (grads[1][name] - grad).abs().max() <= TOL * scale, name
+    x = torch.randn(2, 3, 61, 83)
+    grads, outs = [], []
+    for fn in (model, compiled):
+        out = fn(x)
+        loss_of(out).backward()
+        outs.append([o.detach() for o in out])
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        model.zero_grad()
+    for eager, comp in zip(*outs):
+        assert (eager - comp).abs().max() <= TOL
+    for name, grad in grads[0].items():
+        scale = max(grad.abs().max().item(), 1.0)
+        assert (grads[1][name] - grad).abs().max() <= TOL * scale, name
     assert backend.graphs == 1, backend.graphs

@@ -31,6 +31,11 @@ def num_windows(size: int, window_size: int) -> int:
     return (size + window_size - 1) // window_size
 
 
+def padded_size(size: int, window_size: int) -> int:
+    """A side zero-padded at the bottom/right to whole windows."""
+    return num_windows(size, window_size) * window_size
+
+
 def gather_tokens(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Tokens ``index`` of a map, ``(B, H, W, C)`` -> ``(B, K, C)`` for a
     ``(K,)`` index; index ``H * W`` gives a zero token."""
@@ -52,7 +57,7 @@ def _rolled_side(size: int, window_size: int, shift_size: int,
     """Along one side padded to whole windows and rolled by
     ``-shift_size``: the unrolled coordinate at each position, ``(n, ws)``
     for ``n`` windows."""
-    padded = num_windows(size, window_size) * window_size
+    padded = padded_size(size, window_size)
     # torch.roll(x, -s)[i] == x[(i + s) % n], as in the official code.
     coord = _wrap(torch.arange(padded, device=device) + shift_size, padded)
     return coord.view(-1, window_size)
@@ -89,7 +94,7 @@ def window_position_index(height: int, width: int, window_size: int,
     """
     ws = window_size
     window_cols = num_windows(width, ws)
-    padded_h = num_windows(height, ws) * ws
+    padded_h = padded_size(height, ws)
     padded_w = window_cols * ws
     # The rolled coordinate of token (i, j) is (i - shift) mod padded side.
     i = _wrap(torch.arange(height, device=device) - shift_size, padded_h)
@@ -116,7 +121,7 @@ def shift_window_mask(height: int, width: int, window_size: int,
         ``(num_windows, N, N)`` with ``N = window_size**2``.
     """
     def regions(size: int) -> torch.Tensor:  # (n, ws) labels 0, 1, 2
-        padded = num_windows(size, window_size) * window_size
+        padded = padded_size(size, window_size)
         position = torch.arange(padded, device=device)
         label = ((position >= padded - window_size).long() +
                  (position >= padded - shift_size).long())

@@ -46,6 +46,9 @@ def naive_fp16_self_logits(model: SwinTransformer,
                               attn.head_dim).half().unbind(1)
         logits.append((q * attn.scale * k).sum(-1))
 
+    # The CPU fast path calls the layers' weights, not the modules.
+    for stage in model.layers:
+        stage.cpu_fast_path = False
     hooks = [block.attn.qkv.register_forward_hook(
         lambda mod, inputs, qkv, attn=block.attn: capture(attn, qkv))
         for stage in model.layers for block in stage.blocks]
@@ -53,6 +56,8 @@ def naive_fp16_self_logits(model: SwinTransformer,
         model(x)
     for hook in hooks:
         hook.remove()
+    for stage in model.layers:
+        stage.cpu_fast_path = True
     return logits
 
 

@@ -10,10 +10,12 @@ within the asserted 1e-4 x max(1, |largest gradient of the parameter|).
 """
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import randomize_
 from reference_swin import ReferenceStage
 
 from mmswin.models import cpu_fast_path
+from mmswin.models.cpu_fast_path import linear as onednn
 from mmswin.models.cpu_fast_path import row_ops
 from mmswin.models.layers import SwinStage
 
@@ -74,6 +76,76 @@ def test_fast_inference_in_row_blocks_matches_reference(v2, monkeypatch):
         expected = ref.eval()(x)
     assert torch.equal(x, before)
     assert (got - expected).abs().max() <= TOL
+
+
+@pytest.mark.parametrize('v2', [False, True], ids=['v1', 'v2'])
+def test_fast_path_without_onednn_matches_reference(v2, monkeypatch):
+    """Where torch has no oneDNN linear the fast path falls back to
+    F.linear and still equals the reference, in training and inference."""
+    monkeypatch.setattr(onednn, '_ONEDNN_LINEAR', None)
+    ours, ref = make_pair(v2, 7)
+    x = torch.randn(2, 19, 23, DIM)
+    out, gx, _ = run(ours.train(), x)
+    ref_out, ref_gx, _ = run(ref.train(), x)
+    assert (out - ref_out).abs().max() <= TOL
+    assert (gx - ref_gx).abs().max() <= TOL
+    with torch.no_grad():
+        assert (ours.eval()(x) - ref.eval()(x)).abs().max() <= TOL
+
+
+@pytest.mark.parametrize('gelu', [False, True], ids=['linear', 'gelu'])
+@pytest.mark.parametrize('bias', [True, False], ids=['bias', 'no-bias'])
+def test_onednn_linear_is_f_linear_in_value_and_gradients(gelu, bias,
+                                                          monkeypatch):
+    """cpu_fast_path.linear against F.linear (+ exact GELU), on 3-D
+    tokens: same values and gradients for x, weight and bias; oneDNN is
+    called for fp32 (so the comparison tests it), not for float64, under
+    bf16 autocast or under export."""
+    if onednn._ONEDNN_LINEAR is None:
+        pytest.skip('this torch has no oneDNN linear')
+    calls = []
+    op = onednn._ONEDNN_LINEAR
+
+    def counted(*args):
+        calls.append(args[3])
+        return op(*args)
+
+    monkeypatch.setattr(onednn, '_ONEDNN_LINEAR', counted)
+    x = torch.randn(3, 13, 24, requires_grad=True)
+    w = torch.randn(40, 24, requires_grad=True)
+    b = torch.randn(40, requires_grad=True) if bias else None
+    got = onednn.linear(x, w, b, gelu=gelu)
+    assert got.shape == (3, 13, 40)
+    expected = F.linear(x, w, b)
+    expected = F.gelu(expected) if gelu else expected
+    assert (got - expected).abs().max() <= 1e-5
+    weights = torch.randn_like(got)
+    leaves = [t for t in (x, w, b) if t is not None]
+    grads = torch.autograd.grad((got * weights).sum(), leaves)
+    ref_grads = torch.autograd.grad((expected * weights).sum(), leaves)
+    for grad, ref_grad in zip(grads, ref_grads):
+        assert (grad - ref_grad).abs().max() <= 1e-4
+    with torch.no_grad():  # fused GELU without autograd
+        got = onednn.linear(x, w, b, gelu=gelu)
+    assert (got - expected).abs().max() <= 1e-5
+    assert calls == ['none', 'none', 'gelu' if gelu else 'none']
+    calls.clear()
+    onednn.linear(x.double(), w.double(), None if b is None else b.double())
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert onednn.linear(x, w, b).dtype == torch.bfloat16
+    monkeypatch.setattr(torch.compiler, 'is_exporting', lambda: True)
+    onednn.linear(x, w, b)
+    assert calls == []
+
+
+def test_onednn_linear_flops_are_counted():
+    """FlopCounterMode (the benchmarks' FLOP count) counts the custom op
+    as it counts F.linear's matmul: 2 * rows * in * out."""
+    from torch.utils.flop_counter import FlopCounterMode
+    x, w = torch.randn(3, 13, 24), torch.randn(40, 24)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        onednn.linear(x, w)
+    assert counter.get_total_flops() == 2 * 39 * 24 * 40
 
 
 def test_reference_catches_a_wrong_shift_mask(monkeypatch):

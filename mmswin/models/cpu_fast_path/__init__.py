@@ -10,7 +10,8 @@ what differs is where the tokens live and how the work is cut:
 - :mod:`.token_rows`: a stage's tokens stay as rows in window order, so a
   block gathers no windows from a map and back, and a shifted block costs
   one row gather; attention skips the shift mask where no window needs it;
-- :mod:`.row_ops`: the MLP runs in cache-sized row blocks with a
+- :mod:`.row_ops`: the linear layers run on oneDNN's fp32 matmul (GELU
+  fused at inference), the MLP in cache-sized row blocks with a
   hand-written backward that saves only fc1's output;
 - at inference the stage overwrites two buffers of its own, block by
   block in cache-sized pieces.

@@ -2,7 +2,8 @@
 
 Each function reuses the block's own modules and arithmetic (the same
 parameters, the same ops), only on the ``(R, C)`` rows of a
-:class:`~.token_rows.WindowRun` instead of a ``(B, H, W, C)`` map.
+:class:`~.token_rows.WindowRun` instead of a ``(B, H, W, C)`` map; their
+linear layers go through :func:`~.linear.linear` (GELU fused at inference).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, List, Optional
 import torch
 import torch.nn.functional as F
 
+from .linear import linear
 from .token_rows import WindowRun, gather_rows
 
 if TYPE_CHECKING:  # the layers import this package
@@ -53,18 +55,14 @@ class _GeluMlp(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, w1: torch.Tensor,
                 b1: Optional[torch.Tensor], w2: torch.Tensor,
                 b2: Optional[torch.Tensor]) -> torch.Tensor:
-        h = F.linear(x, w1, b1)
+        h = linear(x, w1, b1)
         dtype = h.dtype
         w2c = w2.to(dtype)
         b2c = None if b2 is None else b2.to(dtype)
         out = h.new_empty(h.shape[0], w2.shape[0])
         with torch.autocast(x.device.type, enabled=False):
             for rows in row_blocks(h.shape[0], h.shape[1]):
-                hidden = F.gelu(h[rows])
-                if b2c is None:
-                    torch.mm(hidden, w2c.t(), out=out[rows])
-                else:
-                    torch.addmm(b2c, hidden, w2c.t(), out=out[rows])
+                out[rows] = linear(F.gelu(h[rows]), w2c, b2c)
         ctx.save_for_backward(x, h, w1, w2)
         return out
 
@@ -75,6 +73,7 @@ class _GeluMlp(torch.autograd.Function):
         dtype = h.dtype
         grad = grad.to(dtype)
         w1c, w2c, xc = w1.to(dtype), w2.to(dtype), x.to(dtype)
+        w1t, w2t = w1c.t().contiguous(), w2c.t().contiguous()
         gx = torch.empty_like(xc) if need[0] else None
         gw1 = h.new_zeros(w1.shape) if need[1] else None
         gw2 = h.new_zeros(w2.shape) if need[3] else None
@@ -84,13 +83,13 @@ class _GeluMlp(torch.autograd.Function):
             g, hb = grad[rows], h[rows]
             if gw2 is not None:
                 gw2.addmm_(g.t(), F.gelu(hb))
-            gh = torch.ops.aten.gelu_backward(g @ w2c, hb)
+            gh = torch.ops.aten.gelu_backward(linear(g, w2t), hb)
             if gw1 is not None:
                 gw1.addmm_(gh.t(), xc[rows])
             if gb1 is not None:
                 gb1 += gh.sum(0)
             if gx is not None:
-                torch.mm(gh, w1c, out=gx[rows])
+                gx[rows] = linear(gh, w1t)
         return gx, gw1, gb1, gw2, gb2
 
 
@@ -99,8 +98,15 @@ def mlp_rows(mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
     in training falls back to the module itself)."""
     if mlp.training and mlp.drop.p:
         return mlp(x)
-    return _GeluMlp.apply(x, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight,
-                          mlp.fc2.bias)
+    params = (mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)
+    if torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, *params)):
+        return _GeluMlp.apply(x, *params)
+    # Without autograd nothing is saved: fc1 + GELU fused, block by block.
+    w1, b1, w2, b2 = params
+    outs = [linear(linear(x[rows], w1, b1, gelu=True), w2, b2)
+            for rows in row_blocks(x.shape[0], w1.shape[0])]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def drop_path_rows(drop_path: DropPath, x: torch.Tensor, windows: WindowRun,
@@ -128,7 +134,8 @@ def attention_rows(attn: WindowAttention, x: torch.Tensor,
         raise ValueError(f'x has {x.shape[0]} rows, the WindowRun '
                          f'{windows.groups[-1].stop_row}')
     c, n = x.shape[-1], attn.window_size**2
-    qkv, qkv_bias = attn.project(x)
+    weight, qkv_bias = attn.projection()
+    qkv = linear(x, weight, qkv_bias)
     bias = attn.position_bias() if position_bias is None else position_bias
     outs = []
     # split, not slicing: a slice's gradient is a zero-filled copy of the
@@ -149,4 +156,4 @@ def attention_rows(attn: WindowAttention, x: torch.Tensor,
             out = gather_rows(out, group.slots)
         outs.append(out)
     out = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return attn.proj_drop(attn.proj(out))
+    return attn.proj_drop(linear(out, attn.proj.weight, attn.proj.bias))

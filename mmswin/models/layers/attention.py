@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..cpu_fast_path.linear import Linear, linear
 from .windows import relative_position_index
 
 ATTN_IMPLS = ('sdpa', 'math')
@@ -42,7 +43,7 @@ class WindowAttention(nn.Module):
     :func:`torch.nn.functional.scaled_dot_product_attention`; ``'math'`` is
     the explicit softmax(QK^T)V.
 
-    The steps (:meth:`project`, :meth:`split_heads`, :meth:`position_bias`,
+    The steps (:meth:`projection`, :meth:`split_heads`, :meth:`position_bias`,
     :meth:`attend`, :meth:`merge_heads`) are public so that the CPU fast
     path (:mod:`mmswin.models.cpu_fast_path`) runs the same arithmetic on
     its own token order.
@@ -102,7 +103,7 @@ class WindowAttention(nn.Module):
                 'relative_coords_table',
                 log_spaced_coords_table(window_size, pretrained_window_size),
                 persistent=False)
-            self.qkv = nn.Linear(dim, dim * 3, bias=False)
+            self.qkv = Linear(dim, dim * 3, bias=False)
             if qkv_bias:
                 self.q_bias = nn.Parameter(torch.zeros(dim))
                 self.v_bias = nn.Parameter(torch.zeros(dim))
@@ -113,12 +114,12 @@ class WindowAttention(nn.Module):
                           qk_scale)
             self.relative_position_bias_table = nn.Parameter(
                 torch.zeros(n_rel * n_rel, num_heads))
-            self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+            self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
         self.register_buffer('relative_position_index',
                              relative_position_index(window_size),
                              persistent=False)
         self.attn_dropout = nn.Dropout(attn_drop)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def extra_repr(self) -> str:
@@ -137,18 +138,22 @@ class WindowAttention(nn.Module):
         bias = table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1).contiguous()
 
-    def project(self, x: torch.Tensor
-                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """q, k and v of ``(..., C)`` tokens as ``(..., 3C)``, and the
-        ``(3C,)`` bias they carry (the projection of a zero token) or None.
-        """
-        if self.cosine:
-            bias = None
-            if self.q_bias is not None:
-                bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias),
-                                  self.v_bias))
-            return F.linear(x, self.qkv.weight, bias), bias
-        return self.qkv(x), self.qkv.bias
+    def projection(self) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Weight ``(3C, C)`` and bias ``(3C,)`` (or None) of the q, k, v
+        projection; the bias is also the projection of a zero token."""
+        if not self.cosine:
+            return self.qkv.weight, self.qkv.bias
+        if self.q_bias is None:
+            return self.qkv.weight, None
+        # V2: k has no bias.
+        return self.qkv.weight, torch.cat(
+            (self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """q, k and v of ``(..., C)`` tokens as ``(..., 3C)``."""
+        if not self.cosine:
+            return self.qkv(x)
+        return linear(x, *self.projection())
 
     def split_heads(self, qkv: torch.Tensor
                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -207,8 +212,7 @@ class WindowAttention(nn.Module):
                 shift_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Attend within each window of ``x``; window ``i`` of every image
         uses ``shift_mask[i]`` (see :class:`WindowAttention`'s shapes)."""
-        qkv, _ = self.project(x)
-        q, k, v = self.split_heads(qkv)
+        q, k, v = self.split_heads(self.project(x))
         mask = self.position_bias().to(q.dtype)[None]  # (1, heads, N, N)
         if shift_mask is not None:
             # (num_windows, heads, N, N), repeated for every image: the

@@ -3,6 +3,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..cpu_fast_path.linear import Linear
 from .windows import gather_tokens, merge_token_index, num_windows
 
 
@@ -65,7 +66,7 @@ class PatchMerging(nn.Module):
         super().__init__()
         self.dim = dim
         self.norm_after = norm_after
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, 2 * dim, bias=False)
         self.norm = nn.LayerNorm(2 * dim if norm_after else 4 * dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

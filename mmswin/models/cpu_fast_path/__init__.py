@@ -10,14 +10,17 @@ what differs is where the tokens live and how the work is cut:
 - :mod:`.token_rows`: a stage's tokens stay as rows in window order, so a
   block gathers no windows from a map and back, and a shifted block costs
   one row gather; attention skips the shift mask where no window needs it;
-- :mod:`.row_ops`: the linear layers run on oneDNN's fp32 matmul (GELU
-  fused at inference), the MLP in cache-sized row blocks with a
-  hand-written backward that saves only fc1's output;
+- :mod:`.row_ops`: the MLP in cache-sized row blocks with a hand-written
+  backward that saves only fc1's output, its linear layers through
+  :func:`.linear.linear` (GELU fused at inference);
 - at inference the stage overwrites two buffers of its own, block by
   block in cache-sized pieces.
 
 The plain path in :mod:`mmswin.models.layers` is the specification: tests
-compare the two in forward and in gradients.
+compare the two in forward and in gradients. It uses one piece of this
+package, :class:`.linear.Linear`: oneDNN's matmul for CPU fp32 linear
+layers, in eager mode and under ``torch.compile`` (``F.linear`` under
+export).
 """
 import torch
 import torch.utils.checkpoint as cp

@@ -47,6 +47,7 @@ def naive_fp16_self_logits(model: SwinTransformer,
         logits.append((q * attn.scale * k).sum(-1))
 
     # The CPU fast path calls the layers' weights, not the modules.
+    fast = [stage.cpu_fast_path for stage in model.layers]
     for stage in model.layers:
         stage.cpu_fast_path = False
     hooks = [block.attn.qkv.register_forward_hook(
@@ -56,8 +57,8 @@ def naive_fp16_self_logits(model: SwinTransformer,
         model(x)
     for hook in hooks:
         hook.remove()
-    for stage in model.layers:
-        stage.cpu_fast_path = True
+    for stage, was_fast in zip(model.layers, fast):
+        stage.cpu_fast_path = was_fast
     return logits
 
 

@@ -37,6 +37,12 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.jit.is_tracing())
 
 
+def needs_autograd(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether autograd records ops on any of ``tensors`` (None skipped)."""
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors)
+
+
 @torch.library.custom_op('mmswin::onednn_linear', mutates_args=())
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor,
                    bias: Optional[torch.Tensor], gelu: bool) -> torch.Tensor:
@@ -91,8 +97,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor,
         out = F.linear(x, weight, bias)
         return F.gelu(out) if gelu else out
     rows = x.reshape(-1, x.shape[-1]).contiguous()
-    tracked = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (x, weight, bias))
+    tracked = needs_autograd(x, weight, bias)
     out = _onednn_linear(rows, weight, bias, gelu and not tracked)
     if gelu and tracked:
         out = F.gelu(out)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, List, Optional
 import torch
 import torch.nn.functional as F
 
-from .linear import linear
+from .linear import linear, needs_autograd
 from .token_rows import WindowRun, gather_rows
 
 if TYPE_CHECKING:  # the layers import this package
@@ -99,8 +99,7 @@ def mlp_rows(mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
     if mlp.training and mlp.drop.p:
         return mlp(x)
     params = (mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias)
-    if torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (x, *params)):
+    if needs_autograd(x, *params):
         return _GeluMlp.apply(x, *params)
     # Without autograd nothing is saved: fc1 + GELU fused, block by block.
     w1, b1, w2, b2 = params

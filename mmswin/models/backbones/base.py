@@ -232,7 +232,10 @@ class SwinBackbone(BaseModule):
                 torch.zeros(1, self.embed_dims, *grid))
         self.pos_drop = nn.Dropout(drop_rate)
 
-        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        # On the CPU explicitly: under `with torch.device('meta')` a meta
+        # tensor has no values to read back.
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths),
+                               device='cpu').tolist()
         self.layers = nn.ModuleList()
         for i, depth in enumerate(self.depths):
             start = sum(self.depths[:i])

@@ -1,0 +1,104 @@
+"""SwinV2-H/G: the presets build on the meta device (no memory, no values)
+with the parameter counts of an independent formula, and their structure
+(window 16, an extra LayerNorm every 6 blocks) trains a step on CPU at a
+shrunken width and depth."""
+import pytest
+import torch
+from helpers import max_abs_diff
+
+from mmswin.models import SwinTransformerV2
+
+
+def v2_param_count(embed_dims: int, depths, num_heads, extra_norm_every=0,
+                   in_channels=3, patch_size=4, out_indices=(0, 1, 2, 3),
+                   cpb_hidden=512) -> int:
+    """Parameters of a SwinV2 backbone counted from its layers' shapes
+    (official layout: q/v biases, cosine attention, cpb MLP, res-post-norm,
+    reduce-then-norm merging), independently of the module tree."""
+    c = embed_dims
+    total = in_channels * c * patch_size ** 2 + c + 2 * c  # conv + norm
+    for i, (depth, heads) in enumerate(zip(depths, num_heads)):
+        d = c * 2 ** i
+        attn = (3 * d * d + 2 * d  # qkv weight, q_bias, v_bias
+                + heads  # logit_scale
+                + 2 * cpb_hidden + cpb_hidden + cpb_hidden * heads  # cpb MLP
+                + d * d + d)  # proj
+        mlp = d * 4 * d + 4 * d + 4 * d * d + d
+        total += depth * (attn + mlp + 2 * 2 * d)  # + norm1, norm2
+        if extra_norm_every and depth >= extra_norm_every:
+            total += depth // extra_norm_every * 2 * d
+        if i < len(depths) - 1:
+            total += 4 * d * 2 * d + 2 * 2 * d  # reduction + norm over 2C
+        if i in out_indices:
+            total += 2 * d
+    return total
+
+
+@pytest.mark.parametrize('arch, billions', [('huge', 0.655), ('giant', 2.998)])
+def test_presets_build_on_meta(arch, billions):
+    with torch.device('meta'):
+        model = SwinTransformerV2(arch=arch)
+    params = list(model.parameters())
+    assert all(p.is_meta for p in params)
+    count = sum(p.numel() for p in params)
+    spec = SwinTransformerV2.arch_settings[arch]
+    assert count == v2_param_count(**spec)
+    assert round(count / 1e9, 3) == billions  # the paper's 3.0B for giant
+    extra = [n for n, _ in model.named_parameters() if '.extra_norms.' in n]
+    # one extra norm per 6 blocks of each stage deep enough
+    assert len(extra) == 2 * sum(d // 6 for d in spec['depths'])
+
+
+def test_meta_build_matches_cpu_build():
+    """The same parameter names and shapes on meta as on the CPU, and the
+    drop-path rates are real numbers in both."""
+    kwargs = dict(arch='small', drop_path_rate=0.3)
+    with torch.device('meta'):
+        meta = SwinTransformerV2(**kwargs)
+    cpu = SwinTransformerV2(**kwargs)
+    assert [(n, p.shape) for n, p in meta.named_parameters()] == [
+        (n, p.shape) for n, p in cpu.named_parameters()]
+    rates = [b.drop_path.drop_prob for s in meta.layers for b in s.blocks]
+    assert rates == [b.drop_path.drop_prob for s in cpu.layers
+                     for b in s.blocks]
+    assert rates[0] == 0 and rates[-1] == pytest.approx(0.3)
+    assert v2_param_count(**SwinTransformerV2.arch_settings['small']) == sum(
+        p.numel() for p in cpu.parameters())
+
+
+# The giant preset's shape rules (window 16, extra norm every 6 blocks, a
+# deep third stage) at a width and depth that step in a second on CPU.
+SHRUNK_GIANT = dict(embed_dims=16, depths=(2, 2, 12, 2),
+                    num_heads=(1, 2, 4, 8), extra_norm_every=6)
+
+
+def _step(with_cp: bool):
+    torch.manual_seed(0)
+    model = SwinTransformerV2(arch=SHRUNK_GIANT, window_size=16,
+                              drop_path_rate=0.0, with_cp=with_cp)
+    model.init_weights()
+    model.train()
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randn(1, 3, 96, 80, generator=torch.Generator().manual_seed(1))
+    outs = model(x)
+    loss = sum(o.pow(2).mean() for o in outs)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    optim.step()
+    return outs, grads, model
+
+
+def test_shrunk_giant_trains_a_step_with_and_without_cp():
+    outs, grads, model = _step(with_cp=False)
+    assert [o.shape for o in outs] == [(1, 16 * 2**i, s, t) for i, (s, t) in
+                                       enumerate([(24, 20), (12, 10), (6, 5),
+                                                  (3, 3)])]
+    assert len(model.layers[2].extra_norms) == 2
+    for name, grad in grads.items():
+        assert torch.isfinite(grad).all(), name
+    # the extra norms sit on the gradient path
+    assert grads['layers.2.extra_norms.1.weight'].abs().sum() > 0
+    cp_outs, cp_grads, _ = _step(with_cp=True)
+    assert max(max_abs_diff(outs, cp_outs)) == 0
+    diff = max(max_abs_diff(list(grads.values()), list(cp_grads.values())))
+    assert diff < 1e-6, diff

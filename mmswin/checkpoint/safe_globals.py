@@ -46,17 +46,29 @@ def history_buffer_method(owner: type, name: str) -> Callable:
         'HistoryBuffer statistics methods are allowed')
 
 
+def _array_constructors() -> List[SafeGlobal]:
+    """numpy's array and scalar constructors under both names pickles use:
+    numpy >= 2 writes ``numpy._core.multiarray.*``, numpy < 2 wrote
+    ``numpy.core.multiarray.*`` (``numpy.core`` is a deprecated alias in
+    numpy 2, so it is not imported there)."""
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 1.26 has no numpy._core
+        from numpy.core import multiarray
+    return [(function, f'{module}.{function.__name__}')
+            for function in (multiarray._reconstruct, multiarray.scalar)
+            for module in ('numpy._core.multiarray', 'numpy.core.multiarray')]
+
+
 def mmengine_safe_globals() -> List[SafeGlobal]:
     """The globals a checkpoint saved by mmengine's Runner refers to."""
-    multiarray = np.core.multiarray  # numpy<2, as pinned
     return [
         HistoryBuffer,
         (history_buffer_method, 'builtins.getattr'),
         np.ndarray,
         np.dtype,
-        multiarray._reconstruct,
-        multiarray.scalar,
-    ] + [type(np.dtype(name)) for name in NUMERIC_DTYPES]
+    ] + _array_constructors() + [
+        type(np.dtype(name)) for name in NUMERIC_DTYPES]
 
 
 def register_mmengine_safe_globals() -> None:

@@ -1,47 +1,249 @@
-"""Run an exported graph with ONNX Runtime or OpenVINO and compare it with
-PyTorch: the numbers behind the export tool's parity table."""
+"""Run an exported graph with ONNX Runtime or OpenVINO.
+
+:func:`make_runner` opens an ``.onnx`` file (either runtime) or an
+OpenVINO ``.xml`` (OpenVINO) on the CPU, at fp32 or, with OpenVINO, bf16,
+and returns a runner whose inputs and outputs go by name. int8 models
+(``tools/deployment/quantize.py``) are just other model files.
+:class:`OrtRunner` and :class:`OpenVinoRunner` are the older positional
+form (``runner(images)`` -> list of outputs in order) behind the export
+tool's parity table, whose helpers live here too.
+"""
+import os.path as osp
+import re
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+import warnings
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+BACKENDS = ('onnxruntime', 'openvino')
+PRECISIONS = ('fp32', 'bf16')
+# OpenVINO's names for the inference precision hint.
+_OV_PRECISION = {'fp32': 'f32', 'bf16': 'bf16'}
+# /proc/cpuinfo flags of CPUs with bf16 arithmetic (AVX-512 BF16 dot
+# products; AMX tiles).
+_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
+
+
+def _openvino_capabilities() -> Optional[List[str]]:
+    """OpenVINO CPU plugin's ``OPTIMIZATION_CAPABILITIES`` (e.g. ``FP32``,
+    ``BF16``, ``INT8``), None without OpenVINO."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    return [str(c) for c in ov.Core().get_property(
+        'CPU', 'OPTIMIZATION_CAPABILITIES')]
+
+
+def _cpuinfo_flags(path: str = '/proc/cpuinfo') -> Optional[set]:
+    """The CPU flags in ``/proc/cpuinfo``, None where it is unreadable."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    match = re.search(r'^flags\s*:(.*)$', text, re.MULTILINE)
+    return set(match.group(1).split()) if match else set()
+
+
+def bf16_support() -> Tuple[bool, str]:
+    """Whether this CPU computes in bf16, and the evidence in words:
+    OpenVINO's ``OPTIMIZATION_CAPABILITIES`` listing ``BF16``, else an
+    ``avx512_bf16``/``amx_bf16`` flag in ``/proc/cpuinfo``."""
+    capabilities = _openvino_capabilities()
+    if capabilities is not None and 'BF16' in capabilities:
+        return True, 'OpenVINO lists BF16 in the CPU\'s capabilities'
+    flags = _cpuinfo_flags()
+    found = sorted(set(_BF16_FLAGS) & (flags or set()))
+    if found:
+        return True, f'/proc/cpuinfo has {", ".join(found)}'
+    why = []
+    if capabilities is not None:
+        why.append('OpenVINO\'s CPU capabilities are '
+                   f'{", ".join(capabilities)} (no BF16)')
+    why.append('/proc/cpuinfo is unreadable' if flags is None else
+               f'/proc/cpuinfo has neither {" nor ".join(_BF16_FLAGS)}')
+    return False, '; '.join(why)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (see :func:`bf16_support`)."""
+    return bf16_support()[0]
+
+
+class Runner:
+    """An exported model on the CPU, called with its inputs by name.
+
+    ``runner(images=x)`` or ``runner({'images': x})`` runs the graph and
+    returns ``{output name: ndarray}`` in :attr:`output_names` order.
+    Inputs must be numpy arrays of the graph's dtypes (e.g. ``images``
+    float32 ``(B, 3, H, W)``, ``image_sizes`` int64 ``(B, 2)``).
+
+    Attributes:
+        backend: ``'onnxruntime'`` or ``'openvino'``.
+        precision: The precision it runs at: ``'fp32'`` or ``'bf16'``
+            (``'fp32'`` after a fallback on a CPU without bf16).
+        model_file: The file it runs.
+        input_names, output_names: The graph's names, in graph order.
+    """
+
+    backend = ''
+
+    def __init__(self, model_file: str, precision: str) -> None:
+        self.model_file = model_file
+        self.precision = precision
+        self.input_names: List[str] = []
+        self.output_names: List[str] = []
+
+    def __call__(self, inputs: Optional[Mapping[str, np.ndarray]] = None,
+                 **named: np.ndarray) -> Dict[str, np.ndarray]:
+        feeds = dict(inputs or {}, **named)
+        missing = [n for n in self.input_names if n not in feeds]
+        extra = [n for n in feeds if n not in self.input_names]
+        if missing or extra:
+            raise ValueError(
+                f'{osp.basename(self.model_file)} takes inputs '
+                f'{self.input_names}; missing {missing}, unknown {extra}')
+        return self._run({n: feeds[n] for n in self.input_names})
+
+    def _run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}({self.model_file!r}, '
+                f'precision={self.precision!r}, '
+                f'inputs={self.input_names}, outputs={self.output_names})')
+
+
+class _OrtNamedRunner(Runner):
+    backend = 'onnxruntime'
+
+    def __init__(self, model_file: str, threads: int = 0) -> None:
+        import onnxruntime as ort
+        super().__init__(model_file, 'fp32')
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(
+            model_file, options, providers=['CPUExecutionProvider'])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def _run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        outputs = self.session.run(self.output_names, feeds)
+        return dict(zip(self.output_names, outputs))
+
+
+class _OpenVinoNamedRunner(Runner):
+    backend = 'openvino'
+
+    def __init__(self, model_file: str, precision: str = 'fp32',
+                 threads: int = 0) -> None:
+        import openvino as ov
+        super().__init__(model_file, precision)
+        # Always pinned: the CPU plugin would otherwise pick bf16 by itself
+        # on some processors (those with AMX).
+        config = {'INFERENCE_PRECISION_HINT': _OV_PRECISION[precision]}
+        if threads:
+            config['INFERENCE_NUM_THREADS'] = threads
+        core = ov.Core()
+        self.model = core.compile_model(core.read_model(model_file), 'CPU',
+                                        config)
+        self.input_names = [p.get_any_name() for p in self.model.inputs]
+        self.output_names = [p.get_any_name() for p in self.model.outputs]
+        self._request = self.model.create_infer_request()
+
+    def _run(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        results = self._request.infer(feeds)
+        # Copies: the request reuses its output buffers on the next call.
+        return {name: np.array(results[port])
+                for name, port in zip(self.output_names, self.model.outputs)}
+
+
+def make_runner(model_file: str, backend: str = 'onnxruntime',
+                precision: str = 'fp32', threads: int = 0) -> Runner:
+    """Open an exported model on the CPU; inputs and outputs by name.
+
+    Args:
+        model_file: An ``.onnx`` file, or (OpenVINO only) an OpenVINO
+            ``.xml`` with its ``.bin`` beside it. int8 models are files like
+            any other.
+        backend: ``'onnxruntime'`` or ``'openvino'``.
+        precision: ``'fp32'``, or ``'bf16'`` (OpenVINO only: its
+            ``INFERENCE_PRECISION_HINT``). On a CPU without bf16
+            (:func:`bf16_support`) bf16 falls back to fp32 with a warning
+            that says why.
+        threads: Intra-op threads, 0 for the runtime's default.
+
+    Returns:
+        A :class:`Runner`: ``runner(images=x, ...)`` -> ``{name: ndarray}``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown backend {backend!r}; use one of '
+                         f'{", ".join(BACKENDS)}')
+    if precision not in PRECISIONS:
+        raise ValueError(f'unknown precision {precision!r}; use one of '
+                         f'{", ".join(PRECISIONS)} (int8 is a model file: '
+                         'tools/deployment/quantize.py)')
+    suffixes = ('.onnx', '.xml') if backend == 'openvino' else ('.onnx', )
+    if not model_file.endswith(suffixes):
+        hint = (' (an OpenVINO .xml needs --backend openvino)'
+                if model_file.endswith('.xml') else '')
+        raise ValueError(f'{model_file}: {backend} runs '
+                         f'{" or ".join(suffixes)} files{hint}')
+    if not osp.isfile(model_file):
+        raise FileNotFoundError(f'model file not found: {model_file}')
+    if model_file.endswith('.xml'):
+        weights = model_file[:-len('.xml')] + '.bin'
+        if not osp.isfile(weights):
+            raise FileNotFoundError(f'{model_file}: its weights {weights} '
+                                    'are missing (keep the .bin beside it)')
+    if backend == 'onnxruntime':
+        if precision == 'bf16':
+            raise ValueError(
+                'bf16 needs backend=\'openvino\': ONNX Runtime\'s CPU '
+                'provider runs fp32 (use precision=\'fp32\', or '
+                'openvino)')
+        return _OrtNamedRunner(model_file, threads)
+    if precision == 'bf16':
+        has_bf16, why = bf16_support()
+        if not has_bf16:
+            warnings.warn(f'bf16 requested, but this CPU has no bf16 '
+                          f'arithmetic ({why}): running fp32', stacklevel=2)
+            precision = 'fp32'
+    return _OpenVinoNamedRunner(model_file, precision, threads)
+
 
 class OrtRunner:
-    """ONNX Runtime (CPU) session on an exported file.
+    """ONNX Runtime (CPU) session on an exported file, positional form.
 
     ``runner(images)`` takes ``(B, 3, H, W)`` float32 and returns the graph's
-    outputs as numpy arrays, in order.
+    outputs as numpy arrays, in order (see :func:`make_runner` for named
+    inputs and outputs).
     """
 
     name = 'onnxruntime'
 
     def __init__(self, path: str, threads: int = 0) -> None:
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            path, options, providers=['CPUExecutionProvider'])
+        self.runner = make_runner(path, 'onnxruntime', threads=threads)
+        self.session = self.runner.session
 
     def __call__(self, images: np.ndarray) -> List[np.ndarray]:
-        return self.session.run(None, {'images': images})
+        return list(self.runner(images=images).values())
 
 
 class OpenVinoRunner:
-    """OpenVINO (CPU) on the same ONNX file, at fp32 precision (its CPU
-    plugin would otherwise pick bf16 where the processor has it)."""
+    """OpenVINO (CPU) on the same ONNX file, at fp32 precision, positional
+    form (see :class:`OrtRunner`)."""
 
     name = 'openvino'
 
     def __init__(self, path: str, threads: int = 0) -> None:
-        import openvino as ov
-        config = {'INFERENCE_PRECISION_HINT': 'f32'}
-        if threads:
-            config['INFERENCE_NUM_THREADS'] = threads
-        self.model = ov.Core().compile_model(path, 'CPU', config)
+        self.runner = make_runner(path, 'openvino', 'fp32', threads)
+        self.model = self.runner.model
 
     def __call__(self, images: np.ndarray) -> List[np.ndarray]:
-        outputs = self.model(images)
-        return [np.asarray(outputs[port]) for port in self.model.outputs]
+        return list(self.runner(images=images).values())
 
 
 def available_runners() -> Dict[str, type]:

@@ -55,6 +55,16 @@ class ImagePreprocess(nn.Module):
         return F.pad(images, self.padding(images.shape[-2:]),
                      value=self.pad_value)
 
+    def input_pad_value(self) -> torch.Tensor:
+        """``(3,)`` pixel values, in the input's channel order, that become
+        ``pad_value`` (mmdet/mmseg's padding, 0 by default) after the channel
+        flip and the normalisation: ``mean + pad_value * std``. Images padded
+        with it before :meth:`forward` equal images padded after it."""
+        if not self.normalize:
+            return torch.full((3, ), self.pad_value)
+        value = (self.mean + self.pad_value * self.std).flatten()
+        return value.flip(0) if self.flip_channels else value
+
     def padding(self, size: Tuple[int, int]) -> Tuple[int, int, int, int]:
         """``F.pad`` amounts (left, right, top, bottom) for an image of
         ``size = (H, W)``.

@@ -12,7 +12,8 @@ onnxruntime, onnxscript; openvino optional) and loads on first use:
 - :class:`TwoStageDetectorExport` (:mod:`.detector`),
   :class:`SegmentorExport`, :class:`FeaturesExport` (:mod:`.wrappers`);
 - :class:`OrtRunner`, :class:`OpenVinoRunner` (:mod:`.runtime`);
-- :func:`paste_masks` (:mod:`.postprocess`).
+- :func:`paste_masks` (:mod:`.postprocess`);
+- :func:`pack_images`, :func:`unpack_detections` (:mod:`.batching`).
 """
 import importlib
 
@@ -25,6 +26,7 @@ _LAZY = {
     'TwoStageDetectorExport': 'detector', 'SegmentorExport': 'wrappers',
     'FeaturesExport': 'wrappers', 'OrtRunner': 'runtime',
     'OpenVinoRunner': 'runtime', 'paste_masks': 'postprocess',
+    'pack_images': 'batching', 'unpack_detections': 'batching',
 }
 
 __all__ = ['ExportableAdaptiveAvgPool2d', 'swap_adaptive_pools',

@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 from types import ModuleType
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # The repository root: configs/, tools/ and the README are found from here.
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -48,6 +49,70 @@ def randomize_(module: torch.nn.Module, std: float = 0.05,
                     name == 'weight')
                 p.copy_(1 + noise if is_norm_scale else noise)
     return module
+
+
+# -- low precision ------------------------------------------------------------
+# Unit roundoff (half the spacing of floats in [1, 2)) of the autocast dtypes:
+# one rounding to fp16 or bf16 changes a value by at most this, relatively.
+UNIT_ROUNDOFF = {torch.float16: 2.**-11, torch.bfloat16: 2.**-8}
+# Relative to max |fp32 output|, autocast's error in a Swin backbone's
+# LayerNorm-ed outputs is ~5 unit roundoffs (measured: fp16 and bf16, V1
+# and V2, 8 blocks); 16 leaves room for other kernels, and dropping the
+# position bias in low precision breaks it.
+LOW_PRECISION_ROUNDOFFS = 16
+
+
+def low_precision_bounds(fp32_outputs: Sequence[torch.Tensor],
+                         dtype: torch.dtype) -> List[float]:
+    """Per output: LOW_PRECISION_ROUNDOFFS * u(dtype) * max |output|."""
+    return [LOW_PRECISION_ROUNDOFFS * UNIT_ROUNDOFF[dtype]
+            * o.abs().max().item() for o in fp32_outputs]
+
+
+def ran_only_in(ops: Dict[Tuple[str, Tuple[str, ...]], int],
+                dtype: torch.dtype) -> int:
+    """The number of ops in a :class:`MatmulDtypes` record whose floating
+    inputs were all ``dtype``."""
+    return sum(n for (_, dtypes), n in ops.items()
+               if dtypes == (str(dtype), ))
+
+
+class MatmulDtypes(TorchDispatchMode):
+    """Records, for every matmul-like op run under it (convolutions, mm,
+    addmm, bmm, linear, attention kernels, mmswin's oneDNN linear), the
+    floating dtypes of its inputs: ``ops`` maps ``(op name, dtypes)`` to a
+    count. Ops are seen at the dispatcher, so which execution path or
+    module ran them does not matter."""
+
+    MATMUL_WORDS = ('mm', 'linear', 'attention', 'conv', 'matmul')
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Dict[Tuple[str, Tuple[str, ...]], int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        if any(word in name for word in self.MATMUL_WORDS):
+            dtypes = tuple(sorted({str(a.dtype) for a in args if isinstance(
+                a, torch.Tensor) and a.is_floating_point()}))
+            self.ops[name, dtypes] = self.ops.get((name, dtypes), 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+def autocast_vs_fp32(model: torch.nn.Module, x: torch.Tensor,
+                     dtype: torch.dtype):
+    """``model(x)`` in fp32 and under ``dtype`` autocast (no grad).
+
+    Returns the per-output max abs diffs, their bounds
+    (:func:`low_precision_bounds`) and the matmul-like ops autocast ran
+    (:class:`MatmulDtypes`)."""
+    with torch.no_grad():
+        expected = model(x)
+        with torch.autocast(x.device.type, dtype=dtype), \
+                MatmulDtypes() as seen:
+            got = model(x)
+    return (max_abs_diff(expected, got), low_precision_bounds(expected, dtype),
+            seen.ops)
 
 
 # -- tools/ scripts -----------------------------------------------------------

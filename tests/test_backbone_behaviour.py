@@ -99,13 +99,67 @@ def test_drop_path_rises_linearly():
     assert rates == pytest.approx(expected)
 
 
-def test_abs_pos_embed_works_at_other_sizes():
-    model = SwinTransformer(**SMALL, use_abs_pos_embed=True,
-                            pretrain_img_size=64).eval()
-    assert model.absolute_pos_embed.shape == (1, 32, 16, 16)
+def _added_position_embedding(model: SwinTransformer,
+                              x: torch.Tensor) -> torch.Tensor:
+    """What the forward pass adds to the patch tokens, ``(1, H, W, C)``."""
+    seen = {}
+    hooks = [model.patch_embed.register_forward_hook(
+        lambda module, args, out: seen.update(tokens=out)),
+        model.pos_drop.register_forward_hook(
+        lambda module, args, out: seen.update(embedded=args[0]))]
     with torch.no_grad():
-        outs = model(torch.randn(1, 3, 100, 52))
-    assert outs[0].shape == (1, 32, 25, 13)
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return seen['embedded'] - seen['tokens']
+
+
+def test_abs_pos_embed_is_resized_bicubically_to_other_grids():
+    """At a 25x13 grid (a 16x16 table) the forward adds torch's bicubic
+    resize of the table (align_corners=False) within 1e-6; controls: the
+    resize with align_corners=True, and with height and width swapped,
+    differ."""
+    model = randomize_(SwinTransformer(**SMALL, use_abs_pos_embed=True,
+                                       pretrain_img_size=64), std=1).eval()
+    assert model.absolute_pos_embed.shape == (1, 32, 16, 16)
+    added = _added_position_embedding(model, torch.randn(1, 3, 100, 52))
+    assert added.shape == (1, 25, 13, 32)
+
+    def resized(size, align_corners=False):
+        return torch.nn.functional.interpolate(
+            model.absolute_pos_embed.detach(), size=size, mode='bicubic',
+            align_corners=align_corners).permute(0, 2, 3, 1)
+
+    assert (added - resized((25, 13))).abs().max() <= 1e-6
+    assert (added - resized((25, 13), True)).abs().max() > 1e-2
+    swapped = resized((13, 25)).transpose(1, 2)
+    assert (added - swapped).abs().max() > 1e-2
+
+
+def test_abs_pos_embed_matches_mmdet_where_mmdet_works():
+    """mmdet's Swin adds its embedding unresized, so it runs only at inputs
+    whose grid is the pretraining one (16x16 here: 64x64 and, padded,
+    61x63) and fails elsewhere (the README's "fails (mmdet 8187)"); there
+    the two agree, mmdet's (1, H*W, C) table loaded through the layout
+    hook."""
+    from mmdet.models.backbones import SwinTransformer as MMDetSwin
+    args = dict(embed_dims=32, depths=(2, 2), num_heads=(1, 2),
+                window_size=4, drop_path_rate=0., out_indices=(0, 1),
+                strides=(4, 2), use_abs_pos_embed=True,
+                pretrain_img_size=(64, 64))
+    theirs = randomize_(MMDetSwin(**args))
+    theirs.eval()
+    with torch.no_grad():
+        theirs.absolute_pos_embed.normal_(0, 1)  # large enough to matter
+    ours = SwinTransformer(**args).eval()
+    ours.load_state_dict(theirs.state_dict())
+    for size in [(64, 64), (61, 63)]:
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            diffs = max_abs_diff(theirs(x), ours(x))
+        assert max(diffs) <= 1e-5, (size, diffs)
+    with torch.no_grad(), pytest.raises(RuntimeError, match='must match'):
+        theirs(torch.randn(1, 3, 100, 52))
 
 
 @pytest.mark.parametrize('kwargs, message', [

@@ -3,7 +3,13 @@ import math
 
 import pytest
 import torch
-from helpers import randomize_
+from helpers import (
+    MatmulDtypes,
+    autocast_vs_fp32,
+    max_abs_diff,
+    ran_only_in,
+    randomize_,
+)
 
 from mmswin.models import SwinTransformerV2
 from mmswin.models.backbones import OFFICIAL_V2_CHECKPOINTS
@@ -108,30 +114,69 @@ def test_autocast_forward_backward_stay_finite(dtype):
     model = randomize_(SwinTransformerV2(**SMALL, window_size=4), std=0.2)
     model.train()
     x = (torch.randn(2, 3, 72, 60) * 100).requires_grad_()
-    with torch.autocast('cpu', dtype=dtype):
+    with torch.autocast('cpu', dtype=dtype), MatmulDtypes() as seen:
         outs = model(x)
         loss = sum(o.float().pow(2).mean() for o in outs)
     loss.backward()
+    # the projections and MLPs of every block ran in dtype
+    assert ran_only_in(seen.ops, dtype) >= 4 * 8, seen.ops
     assert all(torch.isfinite(o).all() for o in outs)
     assert torch.isfinite(loss)
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
 
-def test_logit_scale_clamp_at_log_100():
-    model = SwinTransformerV2(**SMALL, window_size=4).eval()
-    x = torch.randn(1, 3, 32, 32)
+def _drop_position_bias_(model: SwinTransformerV2) -> None:
+    """Zero the CPB MLP's last layer: every bias becomes 16 * sigmoid(0),
+    one constant, which softmax ignores."""
     with torch.no_grad():
-        for p in model.parameters():
-            if p.shape[-2:] == (1, 1):  # logit_scale
-                p.fill_(math.log(100.))
-        at_clamp = model(x)
-        for p in model.parameters():
-            if p.shape[-2:] == (1, 1):
-                p.fill_(10.)  # far above the clamp: same result
-        above = model(x)
-    for a, b in zip(at_clamp, above):
+        for name, p in model.named_parameters():
+            if name.endswith('cpb_mlp.2.weight'):
+                p.zero_()
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_autocast_outputs_match_fp32_within_the_dtypes_precision(dtype,
+                                                                 device):
+    """Bound: 16 unit roundoffs of dtype times max |fp32 output| (see
+    tests/helpers.py; measured ~5). Control: without the position bias the
+    autocast outputs miss fp32's by more."""
+    model = randomize_(SwinTransformerV2(**SMALL, window_size=4),
+                       std=0.1).eval().to(device)
+    x = torch.randn(2, 3, 72, 60).to(device)
+    diffs, bounds, ops = autocast_vs_fp32(model, x, dtype)
+    assert all(d <= b for d, b in zip(diffs, bounds)), (diffs, bounds)
+    assert ran_only_in(ops, dtype) == sum(ops.values()), ops
+    assert ran_only_in(ops, dtype) >= 4 * 8 + 1, ops
+    with torch.no_grad():
+        expected = model(x)
+        _drop_position_bias_(model)
+        with torch.autocast(device.type, dtype=dtype):
+            no_bias = model(x)
+    wrong = [(a.float() - b.float()).abs().max().item()
+             for a, b in zip(expected, no_bias)]
+    assert all(w > b for w, b in zip(wrong, bounds)), (wrong, bounds)
+
+
+def test_logit_scale_clamp_at_log_100(device):
+    """At and above log(100) the same outputs; just below it (log(90))
+    different ones, so a clamp set too low fails too."""
+    model = randomize_(SwinTransformerV2(**SMALL, window_size=4)).eval()
+    model.to(device)
+    x = torch.randn(1, 3, 32, 32).to(device)
+
+    def outputs_at(logit_scale: float):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith('logit_scale'):
+                    p.fill_(logit_scale)
+            return model(x)
+
+    at_clamp = outputs_at(math.log(100.))
+    for a, b in zip(at_clamp, outputs_at(10.)):  # far above: same result
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    below = outputs_at(math.log(90.))
+    assert min(max_abs_diff(at_clamp, below)) > 1e-3
 
 
 def test_sdpa_and_math_paths_agree():

@@ -8,11 +8,23 @@ The test first checks that the stress really produces such logits, then
 that the backbone's outputs, loss and every gradient stay finite. Small
 inputs (Swin-T 64x64, Swin-B 32x32) keep CPU time low: fp16 and bf16
 matmuls are slow on CPUs without native support.
+
+Values: without the stress, a small Swin's outputs under fp16 and bf16
+autocast are within 16 unit roundoffs (u = 2^-11 fp16, 2^-8 bf16) times
+max |fp32 output| of fp32's (measured ~5 u for both dtypes), every matmul
+ran in the autocast dtype, and the same run without the position bias
+breaks that bound (the control).
 """
 from typing import Dict, List
 
 import pytest
 import torch
+from helpers import (
+    MatmulDtypes,
+    autocast_vs_fp32,
+    ran_only_in,
+    randomize_,
+)
 
 from mmswin.models import SwinTransformer
 
@@ -94,13 +106,15 @@ def test_autocast_forward_backward_finite_under_stress(arch, size, dtype,
     model = stressed_models[arch]
     model.zero_grad(set_to_none=True)
     x = stressed_input(size).to(device).requires_grad_()
-    with torch.autocast(device.type, dtype=dtype):
+    with torch.autocast(device.type, dtype=dtype), MatmulDtypes() as seen:
         outs = model(x)
         loss = sum(o.float().pow(2).mean() for o in outs)
     loss.backward()
     assert [o.shape[1] for o in outs] == [model.embed_dims * 2**i
                                           for i in range(4)]
-    assert all(o.dtype in (dtype, torch.float32) for o in outs)
+    # qkv, proj, fc1 and fc2 of every block ran in the autocast dtype (the
+    # attention logits are fp32 by design: see the module docstring)
+    assert ran_only_in(seen.ops, dtype) >= 4 * sum(model.depths), seen.ops
     bad = [i for i, o in enumerate(outs) if not torch.isfinite(o).all()]
     assert not bad, f'non-finite outputs {bad}'
     assert torch.isfinite(loss), loss
@@ -115,6 +129,44 @@ def test_math_attention_finite_under_fp16_stress(device):
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.float16):
         outs = model(stressed_input(64).to(device))
     assert all(torch.isfinite(o).all() for o in outs)
+
+
+def small_swin(device: torch.device) -> SwinTransformer:
+    """8 blocks, random weights; position-bias tables of std 1 (a trained
+    Swin's are of that order), so that they shape the outputs."""
+    model = randomize_(SwinTransformer(
+        arch=dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
+        window_size=4, drop_path_rate=0.), std=0.1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('relative_position_bias_table'):
+                p.normal_(0, 1, generator=torch.Generator().manual_seed(2))
+    return model.eval().to(device)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_autocast_outputs_match_fp32_within_the_dtypes_precision(dtype,
+                                                                 device):
+    model = small_swin(device)
+    x = torch.randn(2, 3, 72, 60).to(device)
+    diffs, bounds, ops = autocast_vs_fp32(model, x, dtype)
+    assert all(d <= b for d, b in zip(diffs, bounds)), (diffs, bounds)
+    # every matmul (patch embedding, linear layers, attention) in dtype
+    assert ran_only_in(ops, dtype) == sum(ops.values()), ops
+    assert ran_only_in(ops, dtype) >= 4 * sum(model.depths) + 1, ops
+
+    # Control: the same autocast run without the position bias misses
+    # fp32's outputs by more than the bound.
+    with torch.no_grad():
+        expected = model(x)
+        for name, p in model.named_parameters():
+            if name.endswith('relative_position_bias_table'):
+                p.zero_()
+        with torch.autocast(device.type, dtype=dtype):
+            no_bias = model(x)
+    wrong = [(a.float() - b.float()).abs().max().item()
+             for a, b in zip(expected, no_bias)]
+    assert all(w > b for w, b in zip(wrong, bounds)), (wrong, bounds)
 
 
 # -- AutocastOptimWrapper: --amp on CPU ---------------------------------------

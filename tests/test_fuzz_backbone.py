@@ -3,12 +3,13 @@
 Valid arguments and input sizes give the documented output shapes
 (``(B, C * 2**i, H_i, W_i)`` for i in out_indices, ``H_0 = ceil(H / patch)``,
 ``H_{i+1} = ceil(H_i / 2)``) with finite values. One invalid argument or a
-malformed input raises the documented error type (TypeError for a wrong
-type, ValueError for a wrong value) with a message that names the argument;
-no other exception escapes. The examples are derandomized, so CI runs the
-same ones every time.
+malformed input raises the documented error type, asserted per value
+(TypeError for a wrong type, ValueError for a wrong value), with a message
+that names the argument; no other exception escapes. The examples are
+derandomized, so CI runs the same ones every time.
 """
 import math
+from typing import Dict, List, Tuple
 
 import pytest
 import torch
@@ -88,41 +89,53 @@ def test_valid_arguments_give_documented_shapes(backbone, setup, batch,
     assert all(torch.isfinite(o).all() for o in outs)
 
 
-def _invalid_values(setup: dict) -> dict:
-    """For each argument: values that must be refused, and the name the
-    error message must contain."""
+T, V = TypeError, ValueError  # the documented type of each refusal
+
+
+def _invalid_values(setup: dict) -> Dict[str, List[Tuple[object, type]]]:
+    """For each argument: values that must be refused, each with its
+    documented error type (TypeError: a wrong type; ValueError: a value of
+    the right type out of range); the message must name the argument."""
     stages = len(setup['arch']['depths'])
     ones = (1, ) * stages
-    flags = ['yes', 1, None, 0.0]
-    rates = [-0.1, 1.0, 1.5, float('nan'), 'a', None]
+    flags = [('yes', T), (1, T), (None, T), (0.0, T)]
+    rates = [(-0.1, V), (1.0, V), (1.5, V), (float('nan'), V), ('a', T),
+             (None, T)]
     return {
-        'window_size': [0, -1, 2.5, 'a', True, (2, ) * (stages + 1),
-                        (0, ) * stages],
-        'patch_size': [0, -2, 1.5, '4', None, True],
-        'in_channels': [0, 3.0, None, -1],
-        'mlp_ratio': [0, -1, 'x', None, float('nan'), float('inf'), 1e-3],
+        'window_size': [(0, V), (-1, V), (2.5, T), ('a', T), (True, T),
+                        ((2, ) * (stages + 1), V), ((0, ) * stages, V)],
+        'patch_size': [(0, V), (-2, V), (1.5, T), ('4', T), (None, T),
+                       (True, T)],
+        'in_channels': [(0, V), (3.0, T), (None, T), (-1, V)],
+        'mlp_ratio': [(0, V), (-1, V), ('x', T), (None, T),
+                      (float('nan'), V), (float('inf'), V), (1e-3, V)],
         'drop_rate': rates,
         'attn_drop_rate': rates,
         'drop_path_rate': rates,
-        'qk_scale': [0, -1.0, 'a'],
-        'out_indices': [(), (stages, ), (-1, ), 0, 'a', (0.5, ), (0, 0)],
-        'frozen_stages': [-2, stages + 1, 1.5, None],
-        'strides': [(setup['patch_size'] + 1, ) + (2, ) * (stages - 1), 5,
-                    (setup['patch_size'], ) + (2, ) * stages],
-        'norm_cfg': [dict(type='BN'), 'LN'],
-        'act_cfg': [dict(type='ReLU'), 'GELU'],
-        'attn_impl': ['flash', None],
+        'qk_scale': [(0, V), (-1.0, V), ('a', T)],
+        'out_indices': [((), V), ((stages, ), V), ((-1, ), V), (0, T),
+                        ('a', T), ((0.5, ), T), ((0, 0), V)],
+        'frozen_stages': [(-2, V), (stages + 1, V), (1.5, T), (None, T)],
+        'strides': [((setup['patch_size'] + 1, ) + (2, ) * (stages - 1), V),
+                    (5, T), ((setup['patch_size'], ) + (2, ) * stages, V)],
+        'norm_cfg': [(dict(type='BN'), V), ('LN', T)],
+        'act_cfg': [(dict(type='ReLU'), V), ('GELU', T)],
+        # a choice between two strings: any other value is a wrong value
+        'attn_impl': [('flash', V), (None, V)],
         'qkv_bias': flags, 'patch_norm': flags, 'with_cp': flags,
         'use_abs_pos_embed': flags, 'norm_eval': flags,
         'check_finite': flags, 'cpu_fast_path': flags,
-        'pretrain_img_size': [0, (1, 2, 3), (), 'a', -5, (4, 0), (0, )],
-        'embed_dims': [0, 2.5, -1, '8'],
-        'depths': [(), (0, ) * stages, 3, ('a', ) * stages],
-        'num_heads': [(0, ) * stages, (5, ) * stages, ones[:-1] or (1, 1)],
-        'arch': ['medium', 5, None],
-        'init_cfg': ['x.pth', dict(type='Pretrained')],
-        'pretrained': [3, b'x.pth'],
-        'drop_path_rat': [0.1],  # a typo of drop_path_rate
+        'pretrain_img_size': [(0, V), ((1, 2, 3), V), ((), V), ('a', T),
+                              (-5, V), ((4, 0), V), ((0, ), V)],
+        'embed_dims': [(0, V), (2.5, T), (-1, V), ('8', T)],
+        'depths': [((), V), ((0, ) * stages, V), (3, T),
+                   (('a', ) * stages, T)],
+        'num_heads': [((0, ) * stages, V), ((5, ) * stages, V),
+                      (ones[:-1] or (1, 1), V)],
+        'arch': [('medium', V), (5, T), (None, T)],
+        'init_cfg': [('x.pth', T), (dict(type='Pretrained'), V)],
+        'pretrained': [(3, T), (b'x.pth', T)],
+        'drop_path_rat': [(0.1, T)],  # a typo of drop_path_rate
     }
 
 
@@ -134,10 +147,15 @@ INVALID_ARGUMENTS = sorted(_invalid_values(dict(
 @settings(FUZZ, max_examples=8)
 @given(backbone=st.sampled_from(BACKBONES), setup=valid_setups())
 def test_one_invalid_argument_raises_documented_error(name, backbone, setup):
-    for value in _invalid_values(setup)[name]:
+    for value, error in _invalid_values(setup)[name]:
+        if name == 'qk_scale' and backbone is SwinTransformerV2:
+            error = TypeError  # V2 takes no qk_scale at all
         try:
             backbone(**dict(setup, **{name: value}))
         except (TypeError, ValueError) as err:
+            assert isinstance(err, error), (
+                f'{name}={value!r}: {type(err).__name__} instead of '
+                f'{error.__name__}: {err}')
             assert name in str(err), (name, value, str(err))
         else:
             raise AssertionError(f'{name}={value!r} was accepted')
@@ -167,25 +185,27 @@ def test_the_other_versions_options_are_refused(backbone, name, values,
 
 @st.composite
 def malformed_inputs(draw, in_channels: int):
-    """Inputs that violate the (B, in_channels, H, W) float contract."""
+    """Inputs that violate the (B, in_channels, H, W) float contract, each
+    with its documented error: ValueError for a wrong shape, TypeError for
+    a non-float tensor or a non-tensor."""
     kind = draw(st.sampled_from(('rank', 'channels', 'empty', 'dtype',
                                  'type')))
     sizes = [draw(st.integers(1, 8)) for _ in range(4)]
     sizes[1] = in_channels
     if kind == 'rank':
         rank = draw(st.sampled_from((0, 1, 2, 3, 5)))
-        return torch.randn(*(sizes + [2])[:rank]) if rank else torch.tensor(
-            1.)
+        return (torch.randn(*(sizes + [2])[:rank]) if rank else torch.tensor(
+            1.)), ValueError
     if kind == 'channels':
         sizes[1] = draw(st.integers(1, 6).filter(lambda c: c != in_channels))
     if kind == 'empty':
         sizes[draw(st.sampled_from((0, 2, 3)))] = 0
     if kind == 'dtype':
         return torch.zeros(sizes, dtype=draw(st.sampled_from(
-            (torch.int64, torch.uint8, torch.bool))))
+            (torch.int64, torch.uint8, torch.bool)))), TypeError
     if kind == 'type':
-        return torch.randn(sizes).numpy()
-    return torch.randn(sizes)
+        return torch.randn(sizes).numpy(), TypeError
+    return torch.randn(sizes), ValueError
 
 
 @FUZZ
@@ -193,10 +213,13 @@ def malformed_inputs(draw, in_channels: int):
        data=st.data())
 def test_malformed_input_raises_documented_error(backbone, setup, data):
     model = backbone(**setup)
-    x = data.draw(malformed_inputs(setup['in_channels']), label='input')
+    x, error = data.draw(malformed_inputs(setup['in_channels']),
+                         label='input')
     try:
         model(x)
     except (TypeError, ValueError) as err:
+        assert isinstance(err, error), (
+            f'{type(err).__name__} instead of {error.__name__}: {err}')
         assert str(err).startswith('input'), str(err)
     else:
         raise AssertionError(f'input {getattr(x, "shape", x)} was accepted')

@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # several processes (DDP tests, data workers) spinning is many times slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: install test demo demo-seg export-demo bench lint clean gpu-check
+.PHONY: install test demo demo-seg export-demo bench lint clean gpu-check docs
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP): setup.py constraints.txt
 	  echo 'make install: nvidia-smi sees a GPU, but this target builds a' \
 	    'CPU-only stack (CPU torch, mmcv without CUDA ops).' >&2; \
 	  echo 'For the GPU, install into an environment with CUDA torch' \
-	    '(README: "Install into an existing environment (GPU)"):' >&2; \
+	    '(docs/en/get_started.md: "Install into an existing environment (GPU)"):' >&2; \
 	  echo '  pip install -U openmim && mim install "mmcv>=2.0.0,<2.2.0"' >&2; \
 	  echo '  pip install -e ".[openmmlab]"' >&2; \
 	  echo 'For the CPU-only stack anyway: make install CPU_ONLY=1' >&2; \
@@ -34,7 +34,7 @@ $(STAMP): setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0 mmengine wheel setuptools numpy
 	$(MMCV_BUILD) $(PIP) --no-build-isolation mmcv
-	$(PIP) -e ".[openmmlab,tests,deploy]"
+	$(PIP) -e ".[openmmlab,tests,deploy,docs]"
 	$(BIN)/python -c "import torch, mmcv.ops, mmdet, mmseg, mmswin; \
 	  assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
@@ -47,6 +47,12 @@ lint: install
 
 bench: install
 	env -u OMP_WAIT_POLICY $(BIN)/python benchmarks/run_all.py
+
+# The documentation site (docs/en/, mkdocs.yml) into work_dirs/site/, in
+# strict mode: a broken link or anchor, or a page missing from the nav,
+# fails the build (tests/test_docs_build.py builds it the same way).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # Detection quickstart (demo/toy_det_demo.py): toy COCO shapes -> trains the
 # toy Swin Mask R-CNN with tools/train.py -> tools/test.py on val (prints bbox

@@ -42,6 +42,9 @@ setup(
         # Export and deployment (tools/deployment, tests/test_export_*).
         'deploy': ['onnx>=1.17', 'onnxruntime>=1.20', 'onnxscript>=0.2',
                    'openvino>=2025.0'],
+        # The documentation site (`make docs`, tests/test_docs_build.py).
+        'docs': ['mkdocs>=1.6,<2', 'mkdocs-material>=9.5',
+                 'mkdocstrings[python]>=0.26'],
     },
     license='Apache-2.0',
     zip_safe=False,

@@ -3,11 +3,16 @@
 one process, interleaved repeats.
 
     python benchmarks/backbone_latency.py [--device cuda] [--dtype all]
+        [--runs 3]
 
 Prints one table per precision (median seconds, ratio to mmdet's, spread)
 and writes ``benchmarks/results/backbone_latency.json``. The outputs of
 every implementation are compared once per size (max abs diff to mmdet's),
-so the timings are known to be of the same computation.
+so the timings are known to be of the same computation. A 4096^3 matmul
+is timed in the same interleaved repeats (``--matmul-size``; 0 leaves it
+out): its GFLOP/s is the machine's speed at the time. ``--runs N`` repeats
+everything in N fresh processes and reports the median and min-max over
+them, with a warning where the machine was busy.
 """
 import argparse
 import sys
@@ -28,12 +33,14 @@ from common import (
     format_table,
     machine,
     parse_size,
+    report_runs,
     setup,
     size_name,
     summarize,
     time_interleaved,
     write_json,
 )
+from flops_efficiency import matmul_fn
 
 SIZES = ['1x3x800x1344', '2x3x512x512', '8x3x224x224', '1x3x1600x2688']
 
@@ -47,14 +54,23 @@ def latency_rows(models: Dict[str, torch.nn.Module], size: tuple,
     with torch.inference_mode(), autocast(device, dtype_name):
         outs = {name: fn(x) for name, fn in fns.items()}
         reference = outs.get(BASELINE)
-        times = time_interleaved(
-            {name: (lambda fn=fn: fn(x)) for name, fn in fns.items()},
-            device, args.repeats, args.warmup)
+        timed = {name: (lambda fn=fn: fn(x)) for name, fn in fns.items()}
+        if args.matmul_size:
+            mm, mm_flops = matmul_fn(device, args.matmul_size)
+            timed[f'matmul {args.matmul_size}^3'] = mm
+        times = time_interleaved(timed, device, args.repeats, args.warmup)
     base = summarize(times[BASELINE])['median_s'] if BASELINE in times \
         else None
     rows = []
     for name, runs in times.items():
         stats = summarize(runs)
+        if name.startswith('matmul'):
+            rows.append(dict(impl=name, size=size_name(size),
+                             dtype=dtype_name, **stats,
+                             gflops_per_s=mm_flops / stats['median_s'] / 1e9,
+                             speedup_vs_mmdet=None,
+                             max_abs_diff_vs_mmdet=None))
+            continue
         rows.append(dict(
             impl=name, size=size_name(size), dtype=dtype_name, **stats,
             speedup_vs_mmdet=base / stats['median_s'] if base else None,
@@ -74,7 +90,8 @@ def pixel_scaling(rows: List[dict], small: str = '1x3x800x1344',
                  pixels_ratio=pixels,
                  time_ratio=times[(dtype, impl, large)] / seconds)
             for (dtype, impl, size), seconds in times.items()
-            if size == small and (dtype, impl, large) in times]
+            if size == small and (dtype, impl, large) in times
+            and not impl.startswith('matmul')]
 
 
 def main(argv=None) -> dict:
@@ -83,7 +100,14 @@ def main(argv=None) -> dict:
                         help='input sizes BxCxHxW')
     parser.add_argument('--impls', nargs='+', default=list(IMPLEMENTATIONS),
                         choices=IMPLEMENTATIONS)
+    parser.add_argument('--matmul-size', type=int, default=4096,
+                        help='side of the reference matmul timed alongside '
+                        '(0: none)')
     args = add_common_args(parser).parse_args(argv)
+    if args.runs > 1:
+        return report_runs('backbone_latency', __file__,
+                           sys.argv[1:] if argv is None else argv, args,
+                           ['speedup_vs_mmdet'])
     device = setup(args)
     sizes = [parse_size(s) for s in args.sizes]
     models = build_backbones(args.impls, device=device)
@@ -94,10 +118,10 @@ def main(argv=None) -> dict:
             print(f'done {size_name(size)} {dtype_name}', file=sys.stderr)
     table = format_table(
         ['size', 'dtype', 'impl', 'median s', 'speed-up vs mmdet', 'spread',
-         'CPU s', 'max abs diff'],
+         'CPU s', 'max abs diff', 'GFLOP/s'],
         [(r['size'], r['dtype'], r['impl'], r['median_s'],
           r['speedup_vs_mmdet'], r['spread'], r['cpu_median_s'],
-          r['max_abs_diff_vs_mmdet'])
+          r['max_abs_diff_vs_mmdet'], r.get('gflops_per_s'))
          for r in rows])
     scaling = pixel_scaling(rows)
     if scaling:

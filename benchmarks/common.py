@@ -13,8 +13,11 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -40,6 +43,10 @@ def add_common_args(parser: argparse.ArgumentParser,
                         help='untimed runs per implementation first')
     parser.add_argument('--out', default=None,
                         help='JSON path (default: benchmarks/results/)')
+    parser.add_argument('--runs', type=int, default=1,
+                        help='repeat the whole measurement in this many '
+                        'fresh processes and report the median and min-max '
+                        'over them (use >= 3 for published numbers)')
     return parser
 
 
@@ -49,8 +56,9 @@ def setup(args: argparse.Namespace) -> torch.device:
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit(f'--device {args.device}: torch.cuda.is_available() '
                          'is False on this machine; use --device cpu')
-    if args.repeats < 1 or args.warmup < 0:
-        raise SystemExit('--repeats must be >= 1 and --warmup >= 0')
+    if args.repeats < 1 or args.warmup < 0 or args.runs < 1:
+        raise SystemExit('--repeats and --runs must be >= 1 and --warmup '
+                         '>= 0')
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if device.type == 'cuda':
@@ -90,6 +98,7 @@ def machine(device: torch.device) -> Dict[str, object]:
                     break
     info: Dict[str, object] = dict(
         cpu=cpu, cpu_count=os.cpu_count(), threads=torch.get_num_threads(),
+        load_1min=round(os.getloadavg()[0], 2),
         torch=torch.__version__, python=platform.python_version(),
         omp_wait_policy=os.environ.get('OMP_WAIT_POLICY', 'default'),
         device=str(device))
@@ -209,3 +218,128 @@ def parse_size(text: str) -> tuple:
 def size_name(size: Sequence[int]) -> str:
     """``(1, 3, 800, 1344)`` -> ``'1x3x800x1344'``."""
     return 'x'.join(str(v) for v in size)
+
+
+# Above this spread ((max - min) / median) of its own samples, the matmul
+# rate says the host's speed changed during the run.
+MATMUL_SPREAD_LIMIT = 0.15
+
+
+def busy_warnings(loads: Sequence[float], matmul_spreads: Sequence[float],
+                  cpu_count: Optional[int] = None) -> List[str]:
+    """Why the timings of a run are not to be published, if they are not:
+    a 1-minute load average above the core count, or a reference matmul
+    whose timed samples spread by more than ``MATMUL_SPREAD_LIMIT``."""
+    cores = cpu_count or os.cpu_count() or 1
+    found = []
+    if loads and max(loads) > cores:
+        found.append(f'busy machine: 1-minute load average up to '
+                     f'{max(loads):.2f} on {cores} cores')
+    if matmul_spreads and max(matmul_spreads) > MATMUL_SPREAD_LIMIT:
+        found.append(f'unstable host speed: the reference matmul\'s samples '
+                     f'spread by {max(matmul_spreads):.0%} (limit '
+                     f'{MATMUL_SPREAD_LIMIT:.0%})')
+    return found
+
+
+def run_in_processes(script: str, argv: Sequence[str],
+                     runs: int) -> List[dict]:
+    """Run ``script ARGV --runs 1`` ``runs`` times, each in a fresh
+    process (its own allocator, caches and thread pool: part of what moves
+    a number from one run to the next), and return their JSON payloads."""
+    payloads = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(runs):
+            out = os.path.join(tmp, f'run{run}.json')
+            cmd = [sys.executable, script, *argv, '--runs', '1',
+                   '--out', out]
+            print(f'run {run + 1}/{runs}:', ' '.join(cmd), file=sys.stderr,
+                  flush=True)
+            if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode:
+                raise SystemExit(f'run {run + 1}/{runs} failed (its error '
+                                 'is above): ' + ' '.join(cmd))
+            with open(out) as f:
+                payloads.append(json.load(f))
+    return payloads
+
+
+def strip_runs(argv: Sequence[str]) -> List[str]:
+    """``argv`` without its ``--runs`` and ``--out`` options."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in ('--runs', '--out'):
+            skip = True
+        elif not word.startswith(('--runs=', '--out=')):
+            kept.append(word)
+    return kept
+
+
+def spread_over_runs(payloads: Sequence[dict], ratios: Sequence[str]
+                     ) -> Tuple[List[dict], str]:
+    """One row per (size, dtype, impl) with the median and min-max over the
+    runs of its median seconds and of each ``ratios`` field, and the
+    reference matmul's GFLOP/s of the same runs; plus the Markdown table."""
+    groups: Dict[tuple, List[dict]] = {}
+    for payload in payloads:
+        for row in payload['rows']:
+            key = (row['size'], row['dtype'], row['impl'])
+            groups.setdefault(key, []).append(row)
+    gflops = {}
+    for (size, dtype, impl), rows in groups.items():
+        if impl.startswith('matmul'):
+            gflops[(size, dtype)] = [r['gflops_per_s'] for r in rows]
+    out = []
+    for (size, dtype, impl), rows in groups.items():
+        row = dict(size=size, dtype=dtype, impl=impl, runs=len(rows),
+                   median_s=_range([r['median_s'] for r in rows]),
+                   matmul_gflops=_range(gflops.get((size, dtype), [])))
+        for name in ratios:
+            values = [r[name] for r in rows if r.get(name) is not None]
+            row[name] = _range(values) if values else None
+        out.append(row)
+
+    def cell(stats: Optional[dict], digits: str = '.3g') -> str:
+        if not stats:
+            return '-'
+        return (f"{stats['median']:{digits}} ({stats['min']:{digits}}-"
+                f"{stats['max']:{digits}})")
+
+    table = format_table(
+        ['size', 'dtype', 'impl', 'runs', 'median s (min-max)',
+         *[f'{name} (min-max)' for name in ratios],
+         'matmul GFLOP/s (min-max)'],
+        [(r['size'], r['dtype'], r['impl'], r['runs'], cell(r['median_s']),
+          *[cell(r[name]) for name in ratios],
+          cell(r['matmul_gflops'], '.0f')) for r in out])
+    return out, table
+
+
+def _range(values: Sequence[float]) -> Optional[dict]:
+    if not values:
+        return None
+    return dict(median=statistics.median(values), min=min(values),
+                max=max(values))
+
+
+def report_runs(name: str, script: str, argv: Sequence[str],
+                args: argparse.Namespace, ratios: Sequence[str]) -> dict:
+    """``--runs N`` of a benchmark: N fresh processes, the spread table,
+    busy-machine warnings, and ``benchmarks/results/NAME.json``."""
+    payloads = run_in_processes(script, strip_runs(argv), args.runs)
+    rows, table = spread_over_runs(payloads, ratios)
+    warnings = busy_warnings(
+        [p['machine'].get('load_1min', 0.0) for p in payloads],
+        [r['spread'] for p in payloads for r in p['rows']
+         if r['impl'].startswith('matmul')])
+    command = ' '.join(['python', os.path.relpath(script), *argv])
+    table = f'Command: `{command}`\n\n' + table
+    for warning in warnings:
+        table += f'\n\nWARNING: {warning}'
+    print(table)
+    payload = dict(benchmark=name, machine=payloads[0]['machine'],
+                   args=vars(args), rows=rows, runs=payloads, table=table,
+                   warnings=warnings)
+    print('wrote', write_json(name, payload, args.out))
+    return payload

@@ -1,7 +1,7 @@
 """``torch.compile`` (inductor) against eager, for mmswin and for mmdet:
 what a user would pick instead of mmswin's eager CPU fast path.
 
-    python benchmarks/compiled.py [--device cuda] [--mmdet-dynamic]
+    python benchmarks/compiled.py [--device cuda] [--mmdet-dynamic] [--runs 3]
 
 Same Swin-T weights in every model; compiled mmswin traces its plain path
 (the CPU fast path switches itself off under compile), once with static
@@ -11,7 +11,9 @@ which mmdet's size-dependent Python padding makes slow). Reports the compile
 time (the first call), median forward time, the ratio to mmdet's eager and
 compiled forward, the fraction of the matmul limit timed in the same run,
 and the max abs diff of every output to mmdet's eager output. Writes
-``benchmarks/results/compiled.json``.
+``benchmarks/results/compiled.json``. ``--runs N`` repeats everything
+(compiles included) in N fresh processes and reports the median and
+min-max over them, with the matmul's GFLOP/s of each run.
 """
 import argparse
 import copy
@@ -28,6 +30,7 @@ from common import (
     format_table,
     machine,
     parse_size,
+    report_runs,
     setup,
     size_name,
     summarize,
@@ -48,6 +51,10 @@ def main(argv=None) -> dict:
                         help='also compile mmdet with dynamic=True')
     parser.add_argument('--matmul-size', type=int, default=None)
     args = add_common_args(parser).parse_args(argv)
+    if args.runs > 1:
+        return report_runs('compiled', __file__,
+                           sys.argv[1:] if argv is None else argv, args,
+                           ['vs_mmdet_eager', 'vs_mmdet_compiled'])
     device = setup(args)
     side = args.matmul_size or (8192 if device.type == 'cuda' else 4096)
     models = build_backbones(['mmswin-math', *EAGER], device=device)
@@ -101,6 +108,7 @@ def main(argv=None) -> dict:
                     vs_mmdet_compiled=base['mmdet compiled'] /
                     stats['median_s'],
                     fraction_of_matmul=achieved / limit,
+                    gflops_per_s=achieved / 1e9 if is_mm else None,
                     max_abs_diff_vs_mmdet=None if is_mm else
                     max_output_diff(reference, outs[name])))
             print(f'done {size_name(size)} {dtype_name}', file=sys.stderr)

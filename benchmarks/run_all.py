@@ -4,7 +4,9 @@
 
 Each benchmark writes its own JSON under ``benchmarks/results/``; this
 script adds ``summary.md`` there with every table and the machine, the
-Markdown that the README's Performance section quotes. ``--quick`` runs
+Markdown that docs/en/advanced_guides/performance.md quotes; a busy machine
+(load above the core count, an unstable matmul rate) gets a warning on
+stderr and atop the summary. ``--quick`` runs
 small sizes with two repeats, to check that everything works.
 """
 import argparse
@@ -14,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from common import RESULTS_DIR
+from common import RESULTS_DIR, busy_warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUICK = {
@@ -48,6 +50,9 @@ def main(argv=None) -> int:
                                                            sys.argv[1:])])
     sections = [f'Command: `{command}`', '']
     failed = []
+    # Busy-machine evidence: the load before each benchmark and the
+    # reference matmul's spread within each (see common.busy_warnings).
+    loads, matmul_spreads = [os.getloadavg()[0]], []
     for script in args.only:
         extra = QUICK[script] if args.quick else []
         out = os.path.join(RESULTS_DIR, script.replace('.py', '.json'))
@@ -63,10 +68,20 @@ def main(argv=None) -> int:
             continue
         with open(out) as f:
             payload = json.load(f)
+        loads.append(payload['machine'].get('load_1min', 0.0))
+        matmul_spreads += [r['spread'] for r in payload['rows']
+                           if str(r.get('impl', '')).startswith('matmul')
+                           and 'spread' in r]
         if len(sections) == 2:
             sections[1:1] = [f"Machine: {payload['machine']}", '']
         sections += [f'### {script} ({time.time() - start:.0f} s)', '',
                      payload['table'], '']
+    warnings = busy_warnings(loads, matmul_spreads)
+    for warning in warnings:  # the tables are written all the same
+        print(f'WARNING: {warning}: do not publish these timings; rerun '
+              'when the machine is quiet', file=sys.stderr)
+    sections[1:1] = [f'WARNING: {w}' for w in warnings] + (
+        [''] if warnings else [])
     with open(os.path.join(RESULTS_DIR, 'summary.md'), 'w') as f:
         f.write('\n'.join(sections))
     print('wrote', os.path.join(RESULTS_DIR, 'summary.md'))

@@ -128,10 +128,10 @@ def test_make_install_stops_where_nvidia_smi_sees_a_gpu(tmp_path):
     code, log = make_dry_run(tmp_path, GPU)
     assert code != 0
     assert STOPPED in log
-    assert 'with CUDA torch (README: "Install into an existing environment ' \
-        '(GPU)"):\n  pip install -U openmim && mim install ' \
-        '"mmcv>=2.0.0,<2.2.0"\n  pip install -e ".[openmmlab]"\nFor the ' \
-        'CPU-only stack anyway: make install CPU_ONLY=1' in log
+    assert 'with CUDA torch (docs/en/get_started.md: "Install into an ' \
+        'existing environment (GPU)"):\n  pip install -U openmim && mim ' \
+        'install "mmcv>=2.0.0,<2.2.0"\n  pip install -e ".[openmmlab]"\n' \
+        'For the CPU-only stack anyway: make install CPU_ONLY=1' in log
     assert 'FORCE_CUDA=0' not in log  # stopped before the CPU-only build
 
 

@@ -1,10 +1,11 @@
-"""Every command in the README's ```bash blocks runs, so the README cannot
-drift from the code.
+"""Every command in the ```bash blocks of README.md and docs/**/*.md runs,
+so the README and the docs cannot drift from the code.
 
 Each command runs as a reader types it after the Quick start's `make demo`
 and `make test`: in the environment `make install` built (its bin first on
 PATH, as after `source .venv/bin/activate`), from the repo root, with the
-placeholders filled in (CONFIG: the toy config of the command's section;
+placeholders filled in (CONFIG: the toy config of the command's section,
+the segmentation one in a section whose title says Segmentation;
 CHECKPOINT, CKPT, DIR, WORK_DIR, IMAGE: temporary paths) and the optional
 parts written out (``[--amp]`` becomes ``--amp``, ``...`` is dropped).
 
@@ -17,7 +18,7 @@ parts written out (``[--amp]`` becomes ``--amp``, ``...`` is dropped).
   (tools/dist_*.sh, slurm_train.sh) run for real down to the tool's parser;
   the tools' full runs are tested in test_tools_*.py and the others. Plain
   ``python SCRIPT ARGS`` lines go to one probe process together (one import
-  of torch instead of one per line).
+  of torch instead of one per line), from every page.
 
 A block asks for other handling with an HTML comment on the line before
 its fence:
@@ -27,6 +28,7 @@ its fence:
 - ``<!-- readme-test: skip REASON -->``: not run (e.g. commands that install
   packages); the test shows the reason.
 """
+import glob
 import json
 import os
 import os.path as osp
@@ -48,23 +50,32 @@ from helpers import (
 )
 
 MARKER = re.compile(r'<!--\s*readme-test:\s*(run|skip)\b\s*(.*?)\s*-->')
-# The config that CONFIG stands for, by the README section it is in.
+# The config that CONFIG stands for, by a word in the title of the `## `
+# section it is in.
 SECTION_CONFIGS = {'Segmentation': TOY_SEG_CONFIG}
+# The pages whose commands run: the README, then the docs in file order.
+PAGES = ['README.md', *sorted(
+    osp.relpath(p, ROOT) for p in glob.glob(
+        osp.join(ROOT, 'docs', '**', '*.md'), recursive=True))]
+LAYOUT_PAGE = osp.join('docs', 'en', 'advanced_guides', 'architecture.md')
 # Programs the probe stands in for; anything else needs a marker.
 PROBED = re.compile(r'^(python3?|(tools|demo|benchmarks)/\S+\.(sh|py))$')
 PROBE = osp.join(ROOT, 'tests', 'readme_probe.py')
 
 
 class Command(NamedTuple):
-    """One README command: its `## ` section, the line, and how to run it
-    (``probe``, ``run`` or ``skip``, with the skip's reason)."""
+    """One command of a page: its `## ` section, the line, and how to run it
+    (``probe``, ``run`` or ``skip``, with the skip's reason), and the page
+    (its path from the repo root)."""
     section: str
     line: str
     mode: str
     reason: str
+    page: str = 'README.md'
 
 
-def readme_commands(text: str) -> List[Command]:
+def readme_commands(text: str, page: str = 'README.md') -> List[Command]:
+    """The commands of the ```bash blocks of one page's Markdown."""
     commands, section, previous = [], '', ''
     lines = iter(text.splitlines())
     for line in lines:
@@ -79,7 +90,7 @@ def readme_commands(text: str) -> List[Command]:
                     break
                 block.append(body)
             joined = '\n'.join(block).replace('\\\n', ' ')
-            commands += [Command(section, c.strip(), mode, reason)
+            commands += [Command(section, c.strip(), mode, reason, page)
                          for c in joined.splitlines()
                          if c.strip() and not c.strip().startswith('#')]
         if line.strip():
@@ -87,15 +98,27 @@ def readme_commands(text: str) -> List[Command]:
     return commands
 
 
-with open(osp.join(ROOT, 'README.md')) as f:
-    COMMANDS = readme_commands(f.read())
+def page_commands(pages: List[str]) -> List[Command]:
+    commands = []
+    for page in pages:
+        with open(osp.join(ROOT, page), encoding='utf-8') as f:
+            commands += readme_commands(f.read(), page)
+    return commands
+
+
+COMMANDS = page_commands(PAGES)
+
+
+def section_config(section: str) -> str:
+    return next((config for word, config in SECTION_CONFIGS.items()
+                 if word in section), TOY_DET_CONFIG)
 
 
 def fill_placeholders(line: str, section: str, tmp: str) -> str:
     """The command with its placeholders filled and its optional parts
     written out."""
     values = {
-        'CONFIG': SECTION_CONFIGS.get(section, TOY_DET_CONFIG),
+        'CONFIG': section_config(section),
         'CHECKPOINT': osp.join(tmp, 'checkpoint.pth'),
         'CKPT': osp.join(tmp, 'checkpoint.pth'),
         'DIR': tmp, 'WORK_DIR': tmp,
@@ -186,11 +209,12 @@ def check_activate(words: List[str]) -> None:
     with open(osp.join(ROOT, 'Makefile')) as f:
         venv = re.search(r'^VENV := (\S+)$', f.read(), re.M).group(1)
     assert words[1] == f'{venv}/bin/activate', (
-        f'the README activates {words[1]}; make builds {venv}')
+        f'the docs activate {words[1]}; make builds {venv}')
 
 
 @pytest.mark.parametrize(
-    'command', COMMANDS, ids=[f'{c.section}: {c.line}' for c in COMMANDS])
+    'command', COMMANDS,
+    ids=[f'{c.page}: {c.section}: {c.line}' for c in COMMANDS])
 def test_readme_command_runs(command, probe_path, readme_tmp, probed):
     if command.mode == 'skip':
         assert command.reason, 'say why: <!-- readme-test: skip REASON -->'
@@ -219,12 +243,30 @@ def test_readme_command_runs(command, probe_path, readme_tmp, probed):
 
 
 def test_readme_lists_commands_and_activates_the_environment():
-    quick_start = [c.line for c in COMMANDS if c.section == 'Quick start']
+    quick_start = [c.line for c in COMMANDS
+                   if c.section == 'Quick start' and c.page == 'README.md']
     assert quick_start[:2] == [
         'make demo   # toy COCO data -> train a small Swin Mask R-CNN -> '
         'mAP + pictures', 'make test   # the test suite']
     assert any(program(line) == 'source' for line in quick_start)
     assert len(COMMANDS) >= 15, COMMANDS
+
+
+def test_every_page_is_read():
+    """The docs' pages are found, and a block in one of them is parsed with
+    its page and section (a control for the glob and the parser)."""
+    assert {'README.md', osp.join('docs', 'en', 'get_started.md'),
+            LAYOUT_PAGE} <= set(PAGES), PAGES
+    page = osp.join('docs', 'en', 'x.md')
+    text = ('## Segmentation\n\n<!-- readme-test: skip why -->\n'
+            '```bash\npython tools/test.py CONFIG CKPT\n```\n')
+    assert readme_commands(text, page) == [Command(
+        'Segmentation', 'python tools/test.py CONFIG CKPT', 'skip', 'why',
+        page)]
+    line = fill_placeholders('python tools/test.py CONFIG',
+                             'Segmentation (mmseg)', '/tmp')
+    assert line == f'python tools/test.py {TOY_SEG_CONFIG}'
+    assert any(c.page.startswith('docs') for c in COMMANDS)
 
 
 def test_probe_refuses_an_argument_the_tool_lacks(probe_path, tmp_path):
@@ -256,9 +298,10 @@ def test_launcher_finds_the_venv_when_python_lacks_torch(tmp_path):
 
 
 def test_repository_layout_names_every_folder_and_tool():
-    """The README's Repository layout names each mmswin package, each
-    top-level folder and each tools/ script and folder (git's files)."""
-    with open(osp.join(ROOT, 'README.md')) as f:
+    """The Repository layout (docs, Architecture) names each mmswin
+    package, each top-level folder and each tools/ script and folder (git's
+    files)."""
+    with open(osp.join(ROOT, LAYOUT_PAGE)) as f:
         text = f.read()
     layout = text.split('## Repository layout', 1)[1].split('```')[1]
     if not osp.exists(osp.join(ROOT, '.git')):
@@ -274,4 +317,4 @@ def test_repository_layout_names_every_folder_and_tool():
     expected |= {f.split('/')[1] + ('/' if f.count('/') > 1 else '')
                  for f in files if f.startswith('tools/')}
     missing = sorted(name for name in expected if name not in layout)
-    assert not missing, f'README Repository layout lacks {missing}'
+    assert not missing, f'{LAYOUT_PAGE}: Repository layout lacks {missing}'

@@ -15,6 +15,7 @@ import mmcv
 
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(
     __file__))), 'tools'))
+from checkpoint_utils import add_allow_partial, init_checked  # noqa: E402
 from tool_utils import DictAction, check_checkpoint, fail, load_config  # noqa: E402
 
 
@@ -33,6 +34,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='segmentation: label map opacity')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings')
+    add_allow_partial(parser, 'draw')
     return parser.parse_args(argv)
 
 
@@ -46,14 +48,16 @@ def main(argv: Optional[List[str]] = None):
     scope = cfg.get('default_scope', 'mmdet')
     if scope == 'mmseg':
         from mmseg.apis import inference_model, init_model, show_result_pyplot
-        model = init_model(cfg, args.checkpoint, device=args.device)
+        model = init_checked(init_model, cfg, args.checkpoint, args.device,
+                             args.allow_partial)
         result = inference_model(model, args.image)
         show_result_pyplot(model, args.image, result, opacity=args.opacity,
                            show=False, out_file=args.out_file)
     elif scope == 'mmdet':
         from mmdet.apis import inference_detector, init_detector
         from mmdet.registry import VISUALIZERS
-        model = init_detector(cfg, args.checkpoint, device=args.device)
+        model = init_checked(init_detector, cfg, args.checkpoint,
+                             args.device, args.allow_partial)
         result = inference_detector(model, args.image)
         visualizer = VISUALIZERS.build(model.cfg.visualizer)
         visualizer.dataset_meta = model.dataset_meta

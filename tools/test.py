@@ -13,6 +13,11 @@ import sys
 from typing import Dict, List, Optional
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from checkpoint_utils import (  # noqa: E402
+    add_allow_partial,
+    add_fit_hook,
+    checkpoint_errors,
+)
 from tool_utils import (  # noqa: E402
     DictAction,
     build_runner,
@@ -50,6 +55,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'])
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    add_allow_partial(parser, 'evaluate')
     args = parser.parse_args(argv)
     set_local_rank(args.local_rank)
     return args
@@ -94,6 +100,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(
         args.config)
     cfg.load_from = args.checkpoint
+    add_fit_hook(cfg, 'allow-partial' if args.allow_partial else 'strict',
+                 args.checkpoint)
     scope = cfg.get('default_scope')
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
@@ -112,7 +120,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(
             DumpDetResults(out_file_path=args.out))
-    return runner.test()
+    with checkpoint_errors():
+        return runner.test()
 
 
 if __name__ == '__main__':

@@ -83,9 +83,20 @@ def check_dataset_paths(cfg: Config, loaders: Sequence[str]) -> None:
 
 
 def check_checkpoint(path: str) -> None:
-    """Fail clearly when a local checkpoint file does not exist."""
-    if _is_local(path) and not osp.isfile(path):
+    """Fail clearly when a local checkpoint does not exist, is a directory,
+    or is damaged or no checkpoint at all (a cheap look at its zip
+    directory or safetensors header: mmswin.checkpoint.probe_checkpoint).
+    """
+    if not _is_local(path):
+        return
+    if not osp.exists(path):
         fail(f'checkpoint not found: {path}')
+    from mmswin.checkpoint import CheckpointError, probe_checkpoint
+    try:
+        probe_checkpoint(path)
+    except CheckpointError as err:
+        fail(str(err))
+
 
 
 def replace_sync_bn(node, norm_type: str = 'BN') -> int:

@@ -13,6 +13,7 @@ import sys
 from typing import List, Optional
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from checkpoint_utils import add_fit_hook, checkpoint_errors  # noqa: E402
 from tool_utils import (  # noqa: E402
     DictAction,
     build_runner,
@@ -88,6 +89,20 @@ def apply_args(cfg, args: argparse.Namespace) -> None:
         cfg.load_from = args.resume
 
 
+def check_start_checkpoint(cfg) -> None:
+    """Check the file training starts from, and add mmswin's fit check:
+    ``--resume`` refuses a checkpoint of another model; ``load_from``
+    (fine-tuning) loads what fits and says in one line what it skipped."""
+    path = cfg.get('load_from')
+    if cfg.get('resume') and not path:
+        from mmengine.runner import find_latest_checkpoint
+        path = find_latest_checkpoint(cfg.work_dir)
+    if not path:
+        return
+    check_checkpoint(path)
+    add_fit_hook(cfg, 'resume' if cfg.get('resume') else 'partial', path)
+
+
 def main(argv: Optional[List[str]] = None):
     """Train; returns the trained model."""
     args = parse_args(argv)
@@ -97,9 +112,11 @@ def main(argv: Optional[List[str]] = None):
     if cfg.get('val_cfg') and cfg.get('val_dataloader'):
         loaders.append('val_dataloader')
     check_dataset_paths(cfg, loaders)
+    check_start_checkpoint(cfg)
     setup_cpu_distributed(cfg, args.launcher)
     runner = build_runner(cfg)
-    return runner.train()
+    with checkpoint_errors():
+        return runner.train()
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ import os
 import os.path as osp
 import pickle
 import struct
+import zipfile
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import urlparse
 
@@ -71,6 +72,12 @@ def _is_safetensors(path: str) -> bool:
     return head[8:9] == b'{' and 0 < length < osp.getsize(path)
 
 
+def _corrupt(path: str, reason: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(
+        f'Cannot read checkpoint {path!r}: the file is truncated or corrupt '
+        f'({reason}). Download or copy it again.')
+
+
 def _read_safetensors(path: str, map_location: Any) -> StateDict:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -78,10 +85,7 @@ def _read_safetensors(path: str, map_location: Any) -> StateDict:
     try:
         return load_file(path, device=device)
     except (SafetensorError, OSError, ValueError) as err:
-        raise CorruptCheckpointError(
-            f'Cannot read safetensors checkpoint {path!r}: the file is '
-            f'truncated or corrupt ({err}). Download or copy it again.'
-        ) from None
+        raise _corrupt(path, f'safetensors: {err}') from None
 
 
 def _unsafe_globals(path: str) -> list:
@@ -96,12 +100,6 @@ def _unsafe_globals(path: str) -> list:
 # build objects (as opposed to bytes that are no pickle at all).
 _OBJECT_REQUESTS = ('Unsupported global', 'Can only build',
                     'Can only create new object', 'Trying to call reduce')
-
-
-def _corrupt(path: str, reason: str) -> CorruptCheckpointError:
-    return CorruptCheckpointError(
-        f'Cannot read checkpoint {path!r}: the file is truncated or corrupt '
-        f'({reason}). Download or copy it again.')
 
 
 def _read_torch(path: str, map_location: Any) -> Any:
@@ -127,6 +125,88 @@ def _read_torch(path: str, map_location: Any) -> Any:
         raise _corrupt(path, f'{type(err).__name__}: {err}') from None
 
 
+# Leading bytes of files that get mistaken for checkpoints.
+_NOT_CHECKPOINTS = (
+    (b'\xff\xd8\xff', 'a JPEG image'), (b'\x89PNG', 'a PNG image'),
+    (b'\x1f\x8b', 'a gzip archive'), (b'<!DOCTYPE', 'an HTML page'),
+    (b'<html', 'an HTML page'), (b'<?xml', 'an XML file'),
+    (b'{', 'a JSON or text file'))
+
+
+def _is_zip(path: str) -> bool:
+    with open(path, 'rb') as f:
+        return f.read(2) == b'PK'
+
+
+def _check_zip(path: str) -> None:
+    """A cut zip archive has lost its directory, which sits at the end."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            end = max((info.header_offset + info.compress_size
+                       for info in archive.infolist()), default=0)
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise _corrupt(path, f'broken zip archive: {err}') from None
+    if not any(name.endswith('data.pkl') for name in names):
+        raise _corrupt(path, 'a zip archive without data.pkl, not a '
+                       'PyTorch checkpoint')
+    if end > osp.getsize(path):
+        raise _corrupt(path, 'the zip directory points past the end')
+
+
+def _refuse_non_file(path: str) -> None:
+    """Raise for a directory, a missing path, an empty file, or a file that
+    starts like something else than a checkpoint (e.g. a JPEG image)."""
+    if osp.isdir(path):
+        raise CorruptCheckpointError(
+            f'Cannot read checkpoint {path!r}: it is a directory, not a '
+            'checkpoint file.')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'Checkpoint file {path!r} does not exist')
+    if osp.getsize(path) == 0:
+        raise CorruptCheckpointError(
+            f'Cannot read checkpoint {path!r}: the file is empty.')
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    for magic, kind in _NOT_CHECKPOINTS:
+        if head.startswith(magic):
+            raise CorruptCheckpointError(
+                f'Cannot read checkpoint {path!r}: it is {kind}, not a '
+                'checkpoint (the file is truncated or not a checkpoint).')
+
+
+def probe_checkpoint(filename: str) -> str:
+    """Check cheaply, without reading the weights, that ``filename`` can be
+    a checkpoint: a PyTorch zip archive whose directory is intact (a cut
+    file loses it), a safetensors file whose header is valid, or a legacy
+    PyTorch pickle (read in full, safely: it has no directory to check).
+
+    Returns:
+        ``'torch'``, ``'safetensors'`` or ``'legacy'``.
+
+    Raises:
+        FileNotFoundError: no such path.
+        CorruptCheckpointError: a directory, an empty, truncated or
+            corrupt file, or a file of another kind (e.g. a JPEG image).
+        UnsafeCheckpointError: a legacy pickle with Python objects.
+    """
+    path = str(filename)
+    _refuse_non_file(path)
+    if _is_zip(path):
+        _check_zip(path)
+        return 'torch'
+    if _is_safetensors(path):
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(path, framework='pt') as f:
+                f.keys()
+        except (SafetensorError, OSError, ValueError) as err:
+            raise _corrupt(path, f'safetensors: {err}') from None
+        return 'safetensors'
+    _read_torch(path, 'cpu')  # no zip directory: read it to find a cut
+    return 'legacy'
+
+
 def read_checkpoint(filename: str, map_location: Any = 'cpu') -> Any:
     """Read a ``.pth``/``.pt``/``.bin`` or ``.safetensors`` checkpoint
     safely; URLs are downloaded first (cached in torch hub's folder).
@@ -137,16 +217,15 @@ def read_checkpoint(filename: str, map_location: Any = 'cpu') -> Any:
     Raises:
         FileNotFoundError: no such file.
         UnsafeCheckpointError: the file holds pickled objects.
-        CorruptCheckpointError: the file is truncated or corrupt.
+        CorruptCheckpointError: a directory, or a file that is empty,
+            truncated, corrupt or of another kind (e.g. an image).
     """
     path = download(filename) if is_url(filename) else str(filename)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'Checkpoint file {path!r} does not exist')
-    if osp.getsize(path) == 0:
-        raise CorruptCheckpointError(
-            f'Cannot read checkpoint {path!r}: the file is empty.')
+    _refuse_non_file(path)
     if _is_safetensors(path):
         return _read_safetensors(path, map_location)
+    if _is_zip(path):
+        _check_zip(path)
     return _read_torch(path, map_location)
 
 

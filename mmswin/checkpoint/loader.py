@@ -177,23 +177,30 @@ def load_pretrained(model: nn.Module, filename: str,
     return report
 
 
-def _convert_on_load(module: nn.Module, state_dict: Dict[str, Any],
-                     prefix: str, *args) -> None:
-    """``load_state_dict`` pre-hook: convert a foreign Swin layout found
-    under ``prefix`` in place; mmswin's own layout passes untouched."""
-    if _LOADING_CONVERTED.get():
-        return
+def convert_under(module: nn.Module, state_dict: Dict[str, Any],
+                  prefix: str) -> bool:
+    """Convert a foreign Swin layout found under ``prefix`` of
+    ``state_dict`` in place to ``module``'s names and shapes, and log what
+    was done; mmswin's own layout passes untouched.
+
+    Returns:
+        True if keys were converted.
+
+    Raises:
+        ValueError: a V1/V2 mismatch; ``ShapeMismatchError`` for a tensor
+            that cannot be fitted.
+    """
     own = keys_under(state_dict, prefix)
     shapes = _shapes(module)
     if all(getattr(value, 'shape', None) == shapes.get(key)
            for key, value in own.items()):
-        return  # the model's own names and shapes (also: nothing under it)
+        return False  # the model's own names and shapes (or nothing)
     if not find_backbones(own):
-        return
+        return False
     fitted, conversion, _ = prepare_for_model(module, own)
     log = conversion.log
     if not (log.renamed or log.transformed or log.dropped):
-        return
+        return False
     source = prefix + conversion.prefix
     for key in own:
         if (prefix + key).startswith(source):
@@ -201,6 +208,15 @@ def _convert_on_load(module: nn.Module, state_dict: Dict[str, Any],
     state_dict.update({prefix + k: v for k, v in fitted.items()})
     print_log(describe(conversion, f'weights under {prefix!r} into '
                        f'{type(module).__name__}'), logger='current')
+    return True
+
+
+def _convert_on_load(module: nn.Module, state_dict: Dict[str, Any],
+                     prefix: str, *args) -> None:
+    """``load_state_dict`` pre-hook: :func:`convert_under`, unless the
+    weights were converted already."""
+    if not _LOADING_CONVERTED.get():
+        convert_under(module, state_dict, prefix)
 
 
 def install_layout_hook(module: nn.Module) -> None:

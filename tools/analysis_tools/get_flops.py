@@ -1,17 +1,20 @@
 """Parameters and FLOPs of an mmdet or mmseg config's model.
 
     python tools/analysis_tools/get_flops.py CONFIG [--shape H [W]]
-        [--cfg-options KEY=VALUE ...] [--show-table]
+        [--checkpoint FILE [--allow-partial]] [--cfg-options KEY=VALUE ...]
+        [--show-table]
 
-The model is built from the config (no checkpoint is loaded, the backbone's
-``init_cfg`` is not run) and run in test mode ("tensor" mode, as mmdet's and
-mmseg's own get_flops) on one random image of ``H x W`` (default 1280 x 800
-for mmdet, 2048 x 1024 for mmseg, as their tools). FLOPs are counted as the
-Swin papers count them, one per multiply-accumulate, by torch's
-``FlopCounterMode`` at the dispatcher (so any Python control flow works):
-convolutions (transposed too), matmuls / linear layers and
-scaled-dot-product attention (fused or not). Norms, activations, softmax,
-elementwise ops, RoIAlign and NMS are not counted.
+The model is built from the config (the backbone's ``init_cfg`` is not run;
+``--checkpoint`` loads weights, refused unless they fit the model, which
+matters where the count depends on them: a detector's proposals) and run in
+test mode ("tensor" mode, as mmdet's and mmseg's own get_flops) on one
+random image of ``H x W`` (default 1280 x 800 for mmdet, 2048 x 1024 for
+mmseg, as their tools). FLOPs are counted as the Swin papers count them,
+one per multiply-accumulate, by torch's ``FlopCounterMode`` at the
+dispatcher (so any Python control flow works): convolutions (transposed
+too), matmuls / linear layers and scaled-dot-product attention (fused or
+not). Norms, activations, softmax, elementwise ops, RoIAlign and NMS are
+not counted.
 """
 import argparse
 import os.path as osp
@@ -22,7 +25,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from tool_utils import DictAction, fail, load_config  # noqa: E402
+from checkpoint_utils import add_allow_partial, load_checked  # noqa: E402
+from tool_utils import (  # noqa: E402
+    DictAction,
+    check_checkpoint,
+    fail,
+    load_config,
+)
 
 DEFAULT_SHAPES = {'mmdet': (1280, 800), 'mmseg': (2048, 1024)}
 
@@ -37,6 +46,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='override config settings')
     parser.add_argument('--show-table', action='store_true',
                         help='print the per-module table')
+    parser.add_argument('--checkpoint', help='weights to load (default: '
+                        'random)')
+    add_allow_partial(parser, 'count')
     return parser.parse_args(argv)
 
 
@@ -127,7 +139,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         shape = (shape[0], shape[0])
     if len(shape) != 2 or min(shape) < 32:
         fail(f'--shape takes H [W] of at least 32 px, got {args.shape}')
+    if args.checkpoint:
+        check_checkpoint(args.checkpoint)
     model, inputs = build_model_and_inputs(cfg, tuple(shape))
+    if args.checkpoint:
+        load_checked(model, args.checkpoint, args.allow_partial, 'count')
     result = count(model, inputs, args.show_table)
     result['shape'] = tuple(inputs.shape[-2:])
     if result['table']:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from checkpoint_utils import add_allow_partial, load_checked  # noqa: E402
 from tool_utils import (  # noqa: E402
     DictAction,
     check_checkpoint,
@@ -60,6 +61,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
+    add_allow_partial(parser, 'export')
     return parser.parse_args(argv)
 
 
@@ -132,7 +134,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     cfg = load_config(args.config, args.cfg_options)
     torch.manual_seed(args.seed)
     try:
-        model = build_model(cfg, args.checkpoint)
+        model = build_model(cfg)
+        if args.checkpoint is not None:
+            load_checked(model, args.checkpoint, args.allow_partial, 'export')
         wrapper = make_wrapper(model, args.part)
         images = torch.from_numpy(random_images((1, 3, *args.shape),
                                                 args.seed))

@@ -5,6 +5,12 @@
 
 mmdet configs: boxes, class names and scores, and instance masks drawn
 over the image. mmseg configs: the label map blended over the image.
+
+    python demo/image_demo.py CONFIG MODEL.onnx IMAGE --backend onnxruntime
+        --out-file OUT.png [--precision fp32|bf16]
+
+draws an exported model's predictions (``.onnx``, or OpenVINO ``.xml``
+with ``--backend openvino``) the same way (mmswin.deploy.DeployedModel).
 """
 import argparse
 import os.path as osp
@@ -16,14 +22,22 @@ import mmcv
 sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(
     __file__))), 'tools'))
 from checkpoint_utils import add_allow_partial, init_checked  # noqa: E402
-from tool_utils import DictAction, check_checkpoint, fail, load_config  # noqa: E402
+from tool_utils import (  # noqa: E402
+    DictAction,
+    add_backend_args,
+    check_checkpoint,
+    fail,
+    load_config,
+)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Draw predictions on an '
                                      'image')
     parser.add_argument('config', help='config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file (with '
+                        '--backend: an exported .onnx or OpenVINO .xml)')
+    add_backend_args(parser, 'run')
     parser.add_argument('image', help='image file')
     parser.add_argument('--out-file', required=True,
                         help='where to write the drawing (.png, .jpg)')
@@ -38,27 +52,46 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def exported_prediction(cfg, args: argparse.Namespace):
+    """The exported model (a DeployedModel: ``cfg`` and ``dataset_meta``
+    as the visualisers read them from a model) and its prediction."""
+    try:
+        from mmswin.deploy import DeployedModel
+        model = DeployedModel(cfg, args.checkpoint, args.backend,
+                              args.precision)
+        return model, model(args.image)
+    except (ImportError, OSError, ValueError) as error:
+        fail(str(error))
+
+
 def main(argv: Optional[List[str]] = None):
     """Draw; returns the model's prediction (a data sample)."""
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
-    check_checkpoint(args.checkpoint)
+    if not args.backend:  # a model file: checked by its runtime
+        check_checkpoint(args.checkpoint)
     if not osp.isfile(args.image):
         fail(f'image not found: {args.image}')
     scope = cfg.get('default_scope', 'mmdet')
     if scope == 'mmseg':
         from mmseg.apis import inference_model, init_model, show_result_pyplot
-        model = init_checked(init_model, cfg, args.checkpoint, args.device,
-                             args.allow_partial)
-        result = inference_model(model, args.image)
+        if args.backend:
+            model, result = exported_prediction(cfg, args)
+        else:
+            model = init_checked(init_model, cfg, args.checkpoint,
+                                 args.device, args.allow_partial)
+            result = inference_model(model, args.image)
         show_result_pyplot(model, args.image, result, opacity=args.opacity,
                            show=False, out_file=args.out_file)
     elif scope == 'mmdet':
         from mmdet.apis import inference_detector, init_detector
         from mmdet.registry import VISUALIZERS
-        model = init_checked(init_detector, cfg, args.checkpoint,
-                             args.device, args.allow_partial)
-        result = inference_detector(model, args.image)
+        if args.backend:
+            model, result = exported_prediction(cfg, args)
+        else:
+            model = init_checked(init_detector, cfg, args.checkpoint,
+                                 args.device, args.allow_partial)
+            result = inference_detector(model, args.image)
         visualizer = VISUALIZERS.build(model.cfg.visualizer)
         visualizer.dataset_meta = model.dataset_meta
         image = mmcv.imread(args.image, channel_order='rgb')

@@ -8,6 +8,22 @@ from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# the deployment tests' exported toy models (session-scoped)
+from deploy_fixtures import (  # noqa: E402,F401
+    exported_toy_detector,
+    exported_toy_segmentor,
+)
+
+# the export tests' graphs, each exported once (session-scoped)
+from export_graphs import (  # noqa: E402,F401
+    backbone_graph,
+    cascade_graph,
+    det_features_graph,
+    faster_rcnn_tool_export,
+    mask_rcnn_graph,
+    upernet_graph,
+)
 from helpers import load_tool  # noqa: E402
 
 # Deterministic, small-thread runs: CI has two cores.

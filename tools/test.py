@@ -6,6 +6,13 @@
 
 The flags are mmdet's and mmseg's; ``--out`` writes mmdet's raw results
 (``.pkl``) or mmseg's prediction PNGs (a folder), by the config's scope.
+
+    python tools/test.py CONFIG MODEL_FILE --backend onnxruntime|openvino
+        [--precision fp32|bf16] [the flags above but --tta, --launcher]
+
+evaluates an exported model (``.onnx``, or OpenVINO ``.xml``) the same way:
+same test_dataloader, evaluator, metrics and pictures
+(mmswin.deploy.BackendModel).
 """
 import argparse
 import os.path as osp
@@ -20,6 +27,7 @@ from checkpoint_utils import (  # noqa: E402
 )
 from tool_utils import (  # noqa: E402
     DictAction,
+    add_backend_args,
     build_runner,
     check_checkpoint,
     check_dataset_paths,
@@ -35,7 +43,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a '
                                      'model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file (with '
+                        '--backend: an exported .onnx or OpenVINO .xml)')
+    add_backend_args(parser, 'evaluate')
     parser.add_argument('--work-dir', help='where to save the metrics log')
     parser.add_argument('--out', help='mmdet: dump results to this .pkl; '
                         'mmseg: write prediction PNGs to this folder')
@@ -91,11 +101,32 @@ def enable_tta(cfg) -> None:
     dataset.pipeline = cfg.tta_pipeline
 
 
+def exported_runner(cfg, args: argparse.Namespace):
+    """The test runner with the exported model ``args.checkpoint`` run by
+    ``args.backend`` in place of the PyTorch model."""
+    if args.tta or args.launcher != 'none':
+        fail('--backend evaluates in one process without --tta (an exported '
+             'graph is one test-time path)')
+    try:
+        from mmswin.deploy.backend_model import (
+            BackendModel,
+            build_backend_runner,
+        )
+        model = BackendModel(cfg, args.checkpoint, args.backend,
+                             args.precision)
+    except (ImportError, OSError, ValueError) as error:
+        fail(f'{error}' + (' (install the deploy extra: pip install -e '
+                           '".[deploy]")' if isinstance(error, ImportError)
+                           else ''))
+    return build_backend_runner(cfg, model)
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     """Test; returns the evaluator's metrics, e.g. ``coco/bbox_mAP``."""
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
-    check_checkpoint(args.checkpoint)
+    if not args.backend:  # a model file: checked by its runtime
+        check_checkpoint(args.checkpoint)
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(
         args.config)
@@ -115,7 +146,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
              f'{args.out}')
     check_dataset_paths(cfg, ['test_dataloader'])
     setup_cpu_distributed(cfg, args.launcher)
-    runner = build_runner(cfg)
+    runner = (exported_runner(cfg, args) if args.backend else
+              build_runner(cfg))
     if args.out and scope != 'mmseg':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(

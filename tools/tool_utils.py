@@ -19,7 +19,8 @@ import mmswin  # noqa: F401
 
 __all__ = ['DictAction', 'fail', 'load_config', 'check_dataset_paths',
            'check_checkpoint', 'replace_sync_bn', 'setup_cpu_distributed',
-           'build_runner', 'default_work_dir', 'set_local_rank']
+           'build_runner', 'default_work_dir', 'set_local_rank',
+           'add_backend_args']
 
 
 def fail(message: str) -> NoReturn:
@@ -98,7 +99,6 @@ def check_checkpoint(path: str) -> None:
         fail(str(err))
 
 
-
 def replace_sync_bn(node, norm_type: str = 'BN') -> int:
     """Replace every ``norm_cfg=dict(type='SyncBN')`` in a config tree by
     ``norm_type`` in place; return how many were replaced.
@@ -172,3 +172,16 @@ def set_local_rank(local_rank: int) -> None:
     """Export LOCAL_RANK for launchers that pass it as an argument."""
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(local_rank)
+
+
+def add_backend_args(parser, verb: str) -> None:
+    """``--backend`` and ``--precision``: CHECKPOINT is then an exported
+    ``.onnx`` or OpenVINO ``.xml`` that the tool ``verb``s with that
+    runtime (mmswin.deploy) instead of PyTorch."""
+    parser.add_argument('--backend', choices=['onnxruntime', 'openvino'],
+                        help=f'{verb} the exported model CHECKPOINT (.onnx, '
+                        'or OpenVINO .xml) with this runtime instead of '
+                        'PyTorch')
+    parser.add_argument('--precision', choices=['fp32', 'bf16'],
+                        default='fp32',
+                        help='with --backend openvino: inference precision')

@@ -11,9 +11,12 @@ onnxruntime, onnxscript; openvino optional) and loads on first use:
   (:mod:`.export`);
 - :class:`TwoStageDetectorExport` (:mod:`.detector`),
   :class:`SegmentorExport`, :class:`FeaturesExport` (:mod:`.wrappers`);
-- :class:`OrtRunner`, :class:`OpenVinoRunner` (:mod:`.runtime`);
+- :func:`make_runner`, :func:`cpu_has_bf16`, :class:`OrtRunner`,
+  :class:`OpenVinoRunner` (:mod:`.runtime`);
 - :func:`paste_masks` (:mod:`.postprocess`);
-- :func:`pack_images`, :func:`unpack_detections` (:mod:`.batching`).
+- :func:`pack_images`, :func:`unpack_detections` (:mod:`.batching`);
+- :func:`evaluate_exported`, :class:`BackendModel` (:mod:`.backend_model`),
+  :class:`DeployedModel` (:mod:`.deployed_model`).
 """
 import importlib
 
@@ -26,7 +29,10 @@ _LAZY = {
     'TwoStageDetectorExport': 'detector', 'SegmentorExport': 'wrappers',
     'FeaturesExport': 'wrappers', 'OrtRunner': 'runtime',
     'OpenVinoRunner': 'runtime', 'paste_masks': 'postprocess',
+    'make_runner': 'runtime', 'cpu_has_bf16': 'runtime',
     'pack_images': 'batching', 'unpack_detections': 'batching',
+    'evaluate_exported': 'backend_model', 'BackendModel': 'backend_model',
+    'DeployedModel': 'deployed_model',
 }
 
 __all__ = ['ExportableAdaptiveAvgPool2d', 'swap_adaptive_pools',

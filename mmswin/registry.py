@@ -10,6 +10,8 @@ from mmengine.registry import DATA_SAMPLERS as MMENGINE_DATA_SAMPLERS
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
+from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS
+from mmengine.registry import STRATEGIES as MMENGINE_STRATEGIES
 from mmengine.registry import Registry
 
 
@@ -53,4 +55,10 @@ DATA_SAMPLERS = ScopeRegistry(
     locations=['mmswin.engine'])
 OPTIM_WRAPPERS = ScopeRegistry(
     'optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope='mmswin',
+    locations=['mmswin.engine'])
+OPTIMIZERS = ScopeRegistry(
+    'optimizer', parent=MMENGINE_OPTIMIZERS, scope='mmswin',
+    locations=['mmswin.engine'])
+STRATEGIES = ScopeRegistry(
+    'strategy', parent=MMENGINE_STRATEGIES, scope='mmswin',
     locations=['mmswin.engine'])

@@ -5,10 +5,13 @@ scope."""
 from .amp import AutocastOptimWrapper, amp_optim_wrapper_type
 from .atomic_io import ATOMIC_BACKEND, AtomicLocalBackend, atomic_write_bytes
 from .checkpoint_hook import ResumableCheckpointHook
+from .fsdp import FSDP2Strategy
 from .resumable_sampler import ResumableBatchSampler, SeededIndex
+from .zero import ZeroConsolidateHook, ZeroRedundancyOptimizer
 
 __all__ = [
     'ATOMIC_BACKEND', 'AtomicLocalBackend', 'atomic_write_bytes',
     'ResumableCheckpointHook', 'ResumableBatchSampler', 'SeededIndex',
-    'AutocastOptimWrapper', 'amp_optim_wrapper_type'
+    'AutocastOptimWrapper', 'amp_optim_wrapper_type',
+    'ZeroRedundancyOptimizer', 'ZeroConsolidateHook', 'FSDP2Strategy'
 ]

@@ -146,6 +146,11 @@ class ResumableBatchSampler(Sampler):
                             f"with a 'type', got {batch_sampler!r}")
         load_seeded(dataset)
 
+    @property
+    def batch_size(self) -> int:
+        """Samples per batch (mmengine's FlexibleRunner reads it)."""
+        return self.batch_sampler.batch_size
+
     def __len__(self) -> int:
         """Batches per epoch (for an infinite sampler: per pass over the
         dataset)."""

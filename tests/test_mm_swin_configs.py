@@ -8,8 +8,9 @@ checkpoints removed (nothing downloads):
 
 - the whole model, backbone type swapped, builds through the library's own
   registry; where the library cannot build its own model here either (a
-  missing optional package such as fairscale, a text encoder to download),
-  that build is skipped and the reason printed;
+  text encoder to download, an FPN argument this mmdet lacks) and fails
+  with the same error, that build is skipped and the reason printed; an
+  error of mmswin's own fails the test;
 - once per distinct backbone setting, mmswin's backbone (built from the
   config's own arguments) loads the library backbone's weights through its
   layout-converting ``load_state_dict`` and gives the same outputs at an odd
@@ -25,6 +26,7 @@ import glob
 import importlib
 import json
 import os.path as osp
+import re
 from typing import Dict, Iterator, List, Optional, Tuple
 from unittest import mock
 
@@ -90,6 +92,12 @@ def _try_build(registry, cfg) -> Tuple[Optional[torch.nn.Module],
         return registry.build(copy.deepcopy(cfg)), None
     except Exception as err:  # noqa: BLE001 (any failure is reported)
         return None, err
+
+
+def _error_text(err: Exception) -> str:
+    """``Type: message``, object addresses blanked (two builds create
+    different objects)."""
+    return re.sub(r'0x[0-9a-f]+', '0x?', f'{type(err).__name__}: {err}')
 
 
 def _perturb_tables_and_norms_(backbone: torch.nn.Module) -> None:
@@ -160,6 +168,41 @@ def test_the_walk_finds_the_configs_of_the_issue():
         CONFIGS  # the five-stage Swin
 
 
+class FailingRegistry:
+    """A registry whose builds raise: ``errors[backbone type]``."""
+
+    def __init__(self, errors: Dict[str, Exception]) -> None:
+        self.errors = errors
+
+    def build(self, cfg):
+        raise self.errors[cfg['backbone']['type']]
+
+
+@pytest.mark.parametrize('ours, same', [
+    (OSError("We couldn't connect to 'https://huggingface.co'"), True),
+    (ValueError('out_indices must be an int in [0, 3], got 4'), False),
+    (OSError('another message'), False)])
+def test_whole_model_build_skips_only_on_the_same_error(ours, same):
+    """The whole-model build is skipped only when mmswin's model fails with
+    the library's own model's error; any other error of mmswin's fails."""
+    theirs = OSError("We couldn't connect to 'https://huggingface.co'")
+    registry = FailingRegistry({'SwinTransformer': theirs,
+                                'mmswin.SwinTransformer': ours})
+    cfg = Config(dict(model=dict(backbone=dict(type='SwinTransformer'))))
+    swapped = copy.deepcopy(cfg.model)
+    swapped.backbone.type = 'mmswin.SwinTransformer'
+    outcomes = dict(models={})
+    if same:
+        assert _build_whole_model(registry, cfg.model, swapped,
+                                  outcomes) is None
+        assert 'with the same error (OSError' in outcomes['models'][
+            _key(cfg.model)]
+    else:
+        with pytest.raises(AssertionError, match='fails differently with '
+                           f'mmswin.s backbone: {type(ours).__name__}'):
+            _build_whole_model(registry, cfg.model, swapped, outcomes)
+
+
 @pytest.mark.parametrize('library, config', CONFIGS,
                          ids=[f'{lib}:{cfg}' for lib, cfg in CONFIGS])
 def test_shipped_config_runs_with_mmswin_backbone(library, config, outcomes,
@@ -206,10 +249,13 @@ def _build_whole_model(registry, model_cfg, swapped,
         assert library_err is not None, (
             f'the model builds with the library\'s backbone but not with '
             f'mmswin\'s: {type(err).__name__}: {err}')
+        ours, theirs = _error_text(err), _error_text(library_err)
+        assert ours == theirs, (
+            'the whole model fails differently with mmswin\'s backbone: '
+            f'{ours} (the library\'s own: {theirs})')
         outcomes['models'][key] = (
             'whole-model build skipped: the library cannot build its own '
-            f'model here either ({type(library_err).__name__}: '
-            f'{str(library_err)[:160]})')
+            f'model here either, with the same error ({theirs[:160]})')
         return None
     assert isinstance(model.backbone, SwinTransformer)
     outcomes['models'][key] = None

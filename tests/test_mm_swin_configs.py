@@ -8,9 +8,11 @@ checkpoints removed (nothing downloads):
 
 - the whole model, backbone type swapped, builds through the library's own
   registry; where the library cannot build its own model here either (a
-  text encoder to download, an FPN argument this mmdet lacks) and fails
-  with the same error, that build is skipped and the reason printed; an
-  error of mmswin's own fails the test;
+  text encoder to download, fairscale, an FPN argument this mmdet lacks)
+  and fails with the same error, that build is skipped and the reason
+  printed; an error of mmswin's own fails the test (measured: 73 skipped,
+  38 for the text encoder, 34 for fairscale, which then fail for the text
+  encoder too, 1 for the FPN argument);
 - once per distinct backbone setting, mmswin's backbone (built from the
   config's own arguments) loads the library backbone's weights through its
   layout-converting ``load_state_dict`` and gives the same outputs at an odd

@@ -9,8 +9,12 @@ weights.
 - The toy UperNet, iteration-based (InfiniteSampler), 1 persistent worker.
 
 Every process of the run (launcher, trainers, workers) is killed at once,
-a random delay after a random iteration; ``MMSWIN_KILL_SEED`` replays a
-draw (each assertion names it). Control: without
+a random delay after a random iteration. The draw comes from the kill seed:
+``MMSWIN_KILL_SEED=<int>`` in the environment sets it (``.ci/run`` pins
+one), otherwise it is drawn at random. Every test prints it (pytest shows
+it under "Captured stdout setup" of a failure) and the assertions name it,
+so ``MMSWIN_KILL_SEED=<seed> pytest tests/test_resume_workers.py`` replays
+the same iteration and delay. Control: without
 ``mmswin.ResumableBatchSampler`` the detector's resumed run ends elsewhere.
 """
 import os
@@ -38,8 +42,20 @@ from helpers import (
 
 import mmswin  # noqa: F401  (mmengine checkpoints load weights-only)
 
-KILL_SEED = int(os.environ.get('MMSWIN_KILL_SEED',
-                               random.SystemRandom().randrange(10**6)))
+
+def kill_seed(environ: Dict[str, str]) -> int:
+    """``MMSWIN_KILL_SEED`` if set, else a fresh random seed."""
+    value = environ.get('MMSWIN_KILL_SEED', '')
+    if not value:
+        return random.SystemRandom().randrange(10**6)
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f'MMSWIN_KILL_SEED must be an int, got '
+                         f'{value!r}') from None
+
+
+KILL_SEED = kill_seed(os.environ)
 ITERS = 6  # both models; checkpoints after iterations 2, 4 and 6
 COMMON = ['default_hooks.logger.interval=1', 'randomness.deterministic=True']
 
@@ -120,6 +136,24 @@ _STARTED: List[subprocess.Popen] = []
 
 
 @pytest.fixture(autouse=True)
+def _print_kill_seed():
+    """Shown with any failure of the test (captured stdout)."""
+    print(f'MMSWIN_KILL_SEED={KILL_SEED}')
+
+
+def test_kill_seed_comes_from_the_environment():
+    assert kill_seed({'MMSWIN_KILL_SEED': '4321'}) == 4321
+    assert 0 <= kill_seed({}) < 10**6
+    with pytest.raises(ValueError, match="MMSWIN_KILL_SEED must be an int, "
+                       "got 'x'"):
+        kill_seed({'MMSWIN_KILL_SEED': 'x'})
+    # the same seed, the same draw of iteration and delay
+    draws = [draw_kill(random.Random(f'{seed}-detector-1'), 3, 4)
+             for seed in (7, 7, 8)]
+    assert draws[0] == draws[1] != draws[2]
+
+
+@pytest.fixture(autouse=True)
 def _no_run_outlives_its_test():
     yield
     while _STARTED:
@@ -157,11 +191,17 @@ def wait_for(condition: Callable[[], bool], run: subprocess.Popen,
         time.sleep(0.02)
 
 
+def draw_kill(rng: random.Random, first: int, last: int) -> Tuple[int,
+                                                                   float]:
+    """The iteration (first..last) and the delay (0-0.3 s) of a kill."""
+    return rng.randint(first, last), rng.uniform(0, 0.3)
+
+
 def kill_at_random_moment(cmd: List[str], log_path: str, rng: random.Random,
                           first: int, last: int) -> str:
     """Train, and kill the run a random 0-0.3 s after iteration k (drawn
     from first..last) is logged; returns what was drawn."""
-    k, delay = rng.randint(first, last), rng.uniform(0, 0.3)
+    k, delay = draw_kill(rng, first, last)
     run = start(cmd, log_path)
     wait_for(lambda: len(re.findall(r'(?:Epoch|Iter)\(train\) ', read(
         log_path))) >= k, run, log_path)

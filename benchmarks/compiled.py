@@ -49,6 +49,9 @@ def main(argv=None) -> dict:
     parser.add_argument('--sizes', nargs='+', default=SIZES)
     parser.add_argument('--mmdet-dynamic', action='store_true',
                         help='also compile mmdet with dynamic=True')
+    parser.add_argument('--skip-dynamic', action='store_true',
+                        help="leave out mmswin's dynamic=True compile (the "
+                        'longest), e.g. for several --runs')
     parser.add_argument('--matmul-size', type=int, default=None)
     args = add_common_args(parser).parse_args(argv)
     if args.runs > 1:
@@ -75,6 +78,8 @@ def main(argv=None) -> dict:
                     outs[name] = forward_fn(name, models[name])(x)
                 variants = [('mmswin-sdpa', False), ('mmswin-sdpa', True),
                             ('mmdet', False)]
+                if args.skip_dynamic:
+                    variants.remove(('mmswin-sdpa', True))
                 if args.mmdet_dynamic:
                     variants.append(('mmdet', True))
                 for name, dynamic in variants:

@@ -10,6 +10,7 @@
 - Every relative link of the README points at a page that exists, and its
   anchor at a heading that the built page has.
 """
+import glob
 import os
 import os.path as osp
 import re
@@ -146,3 +147,38 @@ def test_strict_build_fails_on(fault, tmp_path):
         return
     assert code != 0, log[-3000:]
     assert named in log, log[-3000:]
+
+
+def list_faults(text: str) -> list:
+    """Lines where Python-Markdown (MkDocs) would not start the list that
+    GitHub shows: a list item right under a line of text (it joins the
+    paragraph), or a nested item indented by fewer than 4 spaces (it stays
+    flat). Fenced code is skipped."""
+    faults, previous, fenced = [], '', False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.lstrip().startswith('```'):
+            fenced = not fenced
+        elif not fenced and re.match(r'( *)[-*] ', line):
+            indent = len(line) - len(line.lstrip())
+            if indent == 0 and previous.strip() and not re.match(
+                    r'\s*([-*]|\d+\.) |\s', previous):
+                faults.append((number, 'no blank line before the list'))
+            if 0 < indent < 4:
+                faults.append((number, 'nested item indented < 4 spaces'))
+        previous = line
+    return faults
+
+
+def test_lists_render_as_lists():
+    assert list_faults('text\n- item\n') == [
+        (2, 'no blank line before the list')]
+    assert list_faults('- a\n  - b\n') == [
+        (2, 'nested item indented < 4 spaces')]
+    assert list_faults('text\n\n- a\n- b\n  more\n\n    - c\n') == []
+    found = []
+    for page in sorted(glob.glob(osp.join(DOCS, '**', '*.md'),
+                                 recursive=True)):
+        with open(page, encoding='utf-8') as f:
+            found += [f'{osp.relpath(page, ROOT)}:{n}: {why}'
+                      for n, why in list_faults(f.read())]
+    assert not found, '\n'.join(found)

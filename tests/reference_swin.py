@@ -138,7 +138,7 @@ class ReferenceBlock(nn.Module):
         mask = None
         if s:
             x = torch.roll(x, (-s, -s), (1, 2))
-            mask = official_shift_mask(hp, wp, ws, s)
+            mask = official_shift_mask(hp, wp, ws, s).to(x.device)
         x = reverse(self.attn(partition(x, ws), mask), ws, hp, wp)
         if s:
             x = torch.roll(x, (s, s), (1, 2))

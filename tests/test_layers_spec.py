@@ -7,6 +7,9 @@ need padding, with shifted windows that wrap around the edges, in
 training (autograd) and at inference (in-place row blocks).
 Measured: forward max abs diff <= 2.1e-6; gradients <= 1.2e-4 absolute,
 within the asserted 1e-4 x max(1, |largest gradient of the parameter|).
+The comparisons with the reference take the ``device`` fixture (``make
+gpu-check``: on CUDA both 'fast' and 'plain' run the plain path, the fast
+path being CPU-only).
 """
 import pytest
 import torch
@@ -23,21 +26,22 @@ TOL = 1e-4
 DIM, HEADS = 32, 2
 
 
-def make_pair(v2: bool, window: int):
+def make_pair(v2: bool, window: int, device: str = 'cpu'):
     ours = SwinStage(DIM, 2, HEADS, window_size=window, post_norm=v2,
                      pretrained_window_size=window // 2 if v2 else 0)
     randomize_(ours, seed=3)
     ref = ReferenceStage(DIM, 2, HEADS, window, v2,
                          pretrained_ws=window // 2 if v2 else 0)
     ref.load_state_dict(ours.state_dict())
-    return ours, ref
+    return ours.to(device), ref.to(device)
 
 
 def run(stage: torch.nn.Module, x: torch.Tensor):
     """Output and the gradients of a fixed weighted sum of it."""
     x = x.clone().requires_grad_()
     out = stage(x)
-    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    weights = torch.linspace(-1, 1, out.numel(),
+                             device=out.device).view_as(out)
     (out * weights).sum().backward()
     grads = {n: p.grad.clone() for n, p in stage.named_parameters()}
     stage.zero_grad()
@@ -48,10 +52,11 @@ def run(stage: torch.nn.Module, x: torch.Tensor):
 @pytest.mark.parametrize('fast', [True, False], ids=['fast', 'plain'])
 @pytest.mark.parametrize('shape,window', [((2, 13, 17), 7), ((1, 9, 6), 4),
                                           ((3, 7, 7), 7)])
-def test_stage_matches_reference_in_training(v2, fast, shape, window):
-    ours, ref = make_pair(v2, window)
+def test_stage_matches_reference_in_training(v2, fast, shape, window,
+                                             device):
+    ours, ref = make_pair(v2, window, device)
     ours.cpu_fast_path = fast
-    x = torch.randn(*shape, DIM)
+    x = torch.randn(*shape, DIM).to(device)
     out, gx, grads = run(ours.train(), x)
     ref_out, ref_gx, ref_grads = run(ref.train(), x)
     assert (out - ref_out).abs().max() <= TOL
@@ -148,11 +153,11 @@ def test_onednn_linear_flops_are_counted():
     assert counter.get_total_flops() == 2 * 39 * 24 * 40
 
 
-def test_reference_catches_a_wrong_shift_mask(monkeypatch):
+def test_reference_catches_a_wrong_shift_mask(monkeypatch, device):
     """Control: with the mask's regions off by one row the plain path no
     longer matches the reference, so the comparison can fail."""
     from mmswin.models.layers import block, windows
-    ours, ref = make_pair(False, 4)
+    ours, ref = make_pair(False, 4, device)
     ours.cpu_fast_path = False
 
     def shifted_regions(*args, **kwargs):
@@ -160,7 +165,7 @@ def test_reference_catches_a_wrong_shift_mask(monkeypatch):
         return mask.roll(1, dims=1)
 
     monkeypatch.setattr(block, 'shift_window_mask', shifted_regions)
-    x = torch.randn(1, 9, 9, DIM)
+    x = torch.randn(1, 9, 9, DIM).to(device)
     with torch.no_grad():
         assert (ours.eval()(x) - ref.eval()(x)).abs().max() > 1e-2
 

@@ -102,3 +102,66 @@ def test_shrunk_giant_trains_a_step_with_and_without_cp():
     assert max(max_abs_diff(outs, cp_outs)) == 0
     diff = max(max_abs_diff(list(grads.values()), list(cp_grads.values())))
     assert diff < 1e-6, diff
+
+
+# The large-model configs: their backbones build on meta with the preset's
+# parameter count, and they carry the memory settings their names state.
+LARGE_CONFIGS = {
+    'cascade-mask-rcnn_swinv2-g-w16_fpn_giou-4conv1f_amp-cp-zero1-ms-crop-'
+    '3x_coco': ('giant', 'zero1'),
+    'cascade-mask-rcnn_swinv2-g-w16_fpn_giou-4conv1f_amp-cp-fsdp-ms-crop-'
+    '3x_coco': ('giant', 'fsdp'),
+    'cascade-mask-rcnn_swinv2-h-w16_fpn_giou-4conv1f_amp-cp-ms-crop-3x_coco':
+    ('huge', 'ddp'),
+    'upernet_swinv2-g-w16_amp-cp-zero1_8xb2-160k_ade20k-512x512':
+    ('giant', 'zero1'),
+    'upernet_swinv2-g-w16_amp-cp-fsdp_8xb2-160k_ade20k-512x512':
+    ('giant', 'fsdp'),
+    'upernet_swinv2-h-w16_amp-cp_8xb2-160k_ade20k-512x512': ('huge', 'ddp'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(LARGE_CONFIGS))
+def test_large_v2_configs_build_on_meta(name):
+    from helpers import load_config
+
+    from mmswin.registry import MODELS
+    arch, sharding = LARGE_CONFIGS[name]
+    cfg = load_config(name)
+    with torch.device('meta'):
+        backbone = MODELS.build(dict(cfg.model.backbone, type=cfg.model.
+                                     backbone.type.split('.')[-1]))
+    count = sum(p.numel() for p in backbone.parameters())
+    print(f'{name}: backbone {count / 1e9:.3f}B parameters')
+    assert count == v2_param_count(**SwinTransformerV2.arch_settings[arch])
+    assert tuple(backbone.window_sizes) == (16, ) * 4
+    assert all(s.with_cp for s in backbone.layers)
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    neck = cfg.model.get('neck', cfg.model.get('decode_head'))
+    assert list(neck.in_channels) == backbone.num_features
+    zero = cfg.optim_wrapper.optimizer.type == 'mmswin.ZeroRedundancyOptimizer'
+    assert zero == (sharding == 'zero1')
+    assert (dict(type='mmswin.ZeroConsolidateHook') in cfg.get(
+        'custom_hooks', [])) == zero
+    fsdp = cfg.get('strategy', {}).get('type') == 'mmswin.FSDP2Strategy'
+    assert fsdp == (sharding == 'fsdp') == (
+        cfg.get('runner_type') == 'FlexibleRunner')
+    # the paper's no-decay keys survive the optimizer swap
+    keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+    assert {'norm', 'relative_position_bias_table', 'logit_scale'} <= set(keys)
+
+
+def test_swin_l_cascade_config_builds_on_meta():
+    from helpers import load_config
+
+    from mmswin.registry import MODELS
+    cfg = load_config('cascade-mask-rcnn_swin-l-p4-w12_fpn_giou-4conv1f_'
+                      'amp-ms-crop-3x_coco')
+    with torch.device('meta'):
+        backbone = MODELS.build(dict(cfg.model.backbone,
+                                     type='SwinTransformer'))
+    count = sum(p.numel() for p in backbone.parameters())
+    # Swin paper: Swin-L 197M with its 1.5M classifier head
+    assert 195e6 < count < 197e6, count
+    assert backbone.num_features == list(cfg.model.neck.in_channels)
+    assert tuple(backbone.window_sizes) == (12, ) * 4

@@ -1,0 +1,11 @@
+# UperNet + SwinV2-G for 8 x 40 GiB GPUs: FSDP2 (mmswin.FSDP2Strategy, every
+# Swin block its own shard group and checkpointed) and mixed precision;
+# otherwise the ZeRO-1 config for 8 x 80 GiB. runner_type selects mmengine's
+# FlexibleRunner; train with tools/dist_train.sh as usual.
+_base_ = './upernet_swinv2-g-w16_amp-cp-zero1_8xb2-160k_ade20k-512x512.py'
+
+optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=6e-05,
+                                    betas=(0.9, 0.999), weight_decay=0.01))
+custom_hooks = []
+runner_type = 'FlexibleRunner'
+strategy = dict(type='mmswin.FSDP2Strategy')

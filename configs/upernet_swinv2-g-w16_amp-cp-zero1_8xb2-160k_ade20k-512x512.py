@@ -1,0 +1,23 @@
+# UperNet + SwinV2-G (3.0B backbone parameters) on ADE20K 512x512 crops, 2 per
+# GPU on 8 x 80 GiB GPUs: ZeRO stage 1, activation checkpointing and mixed
+# precision, the SwinV2 paper's recipe. For 8 x 40 GiB: the FSDP config of
+# the same name (tools/analysis_tools/estimate_memory.py, see
+# docs/en/advanced_guides/large_models.md). No public SwinV2-G checkpoint:
+# see the SwinV2-H config for init_cfg.
+_base_ = './upernet_swinv2-b-w16_8xb2-160k_ade20k-512x512.py'
+
+model = dict(
+    backbone=dict(
+        arch='giant',
+        pretrained_window_sizes=0,
+        with_cp=True,
+        init_cfg=None),
+    decode_head=dict(in_channels=[512, 1024, 2048, 4096]),
+    auxiliary_head=dict(in_channels=2048))
+optim_wrapper = dict(
+    type='AmpOptimWrapper',
+    loss_scale='dynamic',
+    optimizer=dict(
+        type='mmswin.ZeroRedundancyOptimizer', optimizer_type='AdamW'))
+# rank 0 saves alone: the optimizer shards are gathered before each save
+custom_hooks = [dict(type='mmswin.ZeroConsolidateHook')]

@@ -74,17 +74,25 @@ def test_train_and_test_toy_cascade(toy_root, tmp_path):
 
 def test_dist_train_two_processes_on_gloo(toy_root, tmp_path):
     """torchrun with 2 CPU processes: each sees 3 of the 6 images, so one
-    epoch of batch 2 is 2 iterations, and gradients are all-reduced."""
+    epoch of batch 2 is 2 iterations, and gradients are all-reduced. The
+    toy Cascade with the paper's SyncBN in its three box heads: without
+    CUDA, tools/train.py sets them to BN with a notice (torch's SyncBN
+    cannot train on CPU) and training succeeds."""
     options = coco_data_options(toy_root) + [
         'env_cfg.dist_cfg.backend=gloo', 'train_dataloader.batch_size=2',
         'train_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False',
         'train_cfg.max_epochs=1', 'train_cfg.val_begin=2',
         'default_hooks.logger.interval=1']
+    sync_bn = [f'model.roi_head.bbox_head.{i}.norm_cfg.type=SyncBN'
+               for i in range(3)]
     env = dict(TOOL_ENV, PORT=str(free_port()))
     log = run_tool_ok(
-        ['bash', 'tools/dist_train.sh', MASK_RCNN, '2', '--work-dir',
-         str(tmp_path), '--cfg-options', *options], timeout=300, env=env)
+        ['bash', 'tools/dist_train.sh', CASCADE, '2', '--work-dir',
+         str(tmp_path), '--cfg-options', *options, *sync_bn], timeout=300,
+        env=env)
+    assert log.count('3 SyncBN layer configs set to BN: SyncBN needs CUDA '
+                     'in multi-process training') == 1  # rank 0 only
     assert 'Distributed training: True' in log
     assert re.search(r'GPU number: 2|world_size: 2', log), log[-3000:]
     assert re.findall(r'Epoch\(train\) \[1\]\[(\d+)/(\d+)\]',
@@ -93,7 +101,7 @@ def test_dist_train_two_processes_on_gloo(toy_root, tmp_path):
 
     # tools/dist_test.sh on the same 2 processes evaluates that checkpoint.
     log = run_tool_ok(
-        ['bash', 'tools/dist_test.sh', MASK_RCNN,
+        ['bash', 'tools/dist_test.sh', CASCADE,
          str(tmp_path / 'epoch_1.pth'), '2', '--work-dir',
          str(tmp_path / 'test'), '--cfg-options', *options], timeout=300,
         env=env)

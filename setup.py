@@ -40,8 +40,9 @@ setup(
             'regex', 'matplotlib',
         ],
         # Export and deployment (tools/deployment, tests/test_export_*).
+        # nncf: int8 quantisation (tools/deployment/quantize.py).
         'deploy': ['onnx>=1.17', 'onnxruntime>=1.20', 'onnxscript>=0.2',
-                   'openvino>=2025.0'],
+                   'openvino>=2025.0', 'nncf>=2.14'],
         # The documentation site (`make docs`, tests/test_docs_build.py).
         'docs': ['mkdocs>=1.6,<2', 'mkdocs-material>=9.5',
                  'mkdocstrings[python]>=0.26'],

@@ -8,8 +8,15 @@ standard ops only (the op has no ONNX translation). Elsewhere it is
 ``F.linear``. The blocks' ``qkv``, ``proj``, ``fc1`` (with the MLP's GELU
 fused), ``fc2`` and patch merging's ``reduction`` are :class:`Linear`; the
 fast path's row functions call :func:`linear` on the same weights.
+
+Under CPU bf16 autocast without autograd (:func:`uses_onednn_bf16`) the
+same oneDNN op runs in bf16, as autocast's ``F.linear`` would (bf16
+operands, fp32 accumulation, bf16 output), but with the weights cast to
+bf16 once and cached (autocast casts every weight on every call: 0.3 of
+the bf16 backbone's time went to such copies) and GELU fused.
 """
-from typing import Optional
+import weakref
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -35,6 +42,43 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.is_autocast_enabled('cpu')
             and not torch.compiler.is_exporting()
             and not torch.jit.is_tracing())
+
+
+def uses_onednn_bf16(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether :func:`linear` takes oneDNN's bf16 matmul: CPU bf16 autocast
+    on fp32 weights, fp32 or bf16 input, no autograd, eager mode, a CPU
+    with bf16 support in oneDNN."""
+    return (_ONEDNN_LINEAR is not None and x.device.type == 'cpu'
+            and torch.is_autocast_enabled('cpu')
+            and torch.get_autocast_dtype('cpu') == torch.bfloat16
+            and weight.dtype == torch.float32
+            and x.dtype in (torch.float32, torch.bfloat16)
+            and not needs_autograd(x, weight)
+            and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting()
+            and not torch.jit.is_tracing()
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+# id(fp32 parameter) -> (weak reference to it, its _version when cast,
+# its bf16 copy). Entries go with their parameter; a changed version
+# (optimizer step, load_state_dict, in-place edit) recasts.
+_BF16_CACHE: Dict[int, Tuple[weakref.ref, int, torch.Tensor]] = {}
+
+
+def bf16_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor.to(bfloat16)``, cast once per version of ``tensor``."""
+    key = id(tensor)
+    entry = _BF16_CACHE.get(key)
+    if (entry is not None and entry[0]() is tensor
+            and entry[1] == tensor._version):
+        return entry[2]
+    with torch.inference_mode(False), torch.no_grad():
+        cast = tensor.detach().to(torch.bfloat16)
+    if entry is None or entry[0]() is not tensor:
+        weakref.finalize(tensor, _BF16_CACHE.pop, key, None)
+    _BF16_CACHE[key] = (weakref.ref(tensor), tensor._version, cast)
+    return cast
 
 
 def needs_autograd(*tensors: Optional[torch.Tensor]) -> bool:
@@ -92,7 +136,13 @@ def linear(x: torch.Tensor, weight: torch.Tensor,
            gelu: bool = False) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` of ``(..., C)`` tokens, then the exact
     (erf) GELU if ``gelu``: through oneDNN where :func:`uses_onednn` (GELU
-    fused without autograd), else through F.linear and F.gelu."""
+    fused without autograd), in bf16 where :func:`uses_onednn_bf16`
+    (bf16 output, as under autocast), else through F.linear and F.gelu."""
+    if uses_onednn_bf16(x, weight):
+        rows = x.reshape(-1, x.shape[-1]).to(torch.bfloat16).contiguous()
+        out = _onednn_linear(rows, bf16_copy(weight),
+                             None if bias is None else bf16_copy(bias), gelu)
+        return out.view(*x.shape[:-1], weight.shape[0])
     if not uses_onednn(x, weight):
         out = F.linear(x, weight, bias)
         return F.gelu(out) if gelu else out

@@ -4,7 +4,9 @@
         [--device cpu] [--score-thr 0.3] [--cfg-options KEY=VALUE ...]
 
 mmdet configs: boxes, class names and scores, and instance masks drawn
-over the image. mmseg configs: the label map blended over the image.
+over the image. mmseg configs: the label map blended over the image. A
+checkpoint that does not fit the model is refused with one line
+(``--allow-partial`` draws anyway).
 
     python demo/image_demo.py CONFIG MODEL.onnx IMAGE --backend onnxruntime
         --out-file OUT.png [--precision fp32|bf16]

@@ -379,3 +379,18 @@ def test_classification_backbone_into_detector(files, tmp_path, capsys):
     loaded = checkpoint['state_dict']
     assert all(torch.equal(loaded['backbone.' + k], v)
                for k, v in state.items() if k in det)
+
+
+def test_runner_tools_name_a_safetensors_file(files, data, tmp_path,
+                                              capsys):
+    """An intact .safetensors checkpoint: the demo loads it (mmswin reads
+    safetensors); tools/test.py says how to make a .pth of it (mmengine's
+    Runner reads PyTorch files only)."""
+    from safetensors.torch import save_file
+    path = str(tmp_path / 'det.safetensors')
+    save_file(torch.load(files['det'])['state_dict'], path)
+    line = refusal(capsys, 'test', argv('test', DET, path, data, tmp_path))
+    assert line.startswith(f'error: {path} is a safetensors file, and '
+                           "mmengine's Runner reads PyTorch checkpoints only")
+    assert load_tool(SCRIPTS['flops']).main(argv(
+        'flops', DET, path, data, tmp_path))['flops'] > 0

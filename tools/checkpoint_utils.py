@@ -7,13 +7,18 @@ The check itself is :mod:`mmswin.checkpoint.fit`; Runner-based tools get it
 through :class:`mmswin.checkpoint.CheckpointFitHook`.
 """
 import argparse
+import os.path as osp
 import warnings
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from tool_utils import fail
 
-from mmswin.checkpoint import CheckpointError, load_checkpoint
+from mmswin.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    probe_checkpoint,
+)
 
 __all__ = ['add_allow_partial', 'partial_hint', 'checkpoint_errors',
            'add_fit_hook', 'load_checked', 'init_checked']
@@ -46,7 +51,15 @@ def add_fit_hook(cfg, mode: str, source: Optional[str],
                  verb: str = 'evaluate') -> None:
     """Append mmswin's CheckpointFitHook (``mode``: ``'strict'``,
     ``'allow-partial'``, ``'partial'`` or ``'resume'``) to the config's
-    custom hooks."""
+    custom hooks; refuse a ``.safetensors`` file, which mmengine's Runner
+    cannot read."""
+    if source and osp.isfile(source) and \
+            probe_checkpoint(source) == 'safetensors':
+        fail(f'{source} is a safetensors file, and mmengine\'s Runner reads '
+             'PyTorch checkpoints only; save its tensors as one: python -c '
+             '"import torch; from safetensors.torch import load_file; '
+             f'torch.save({{\'state_dict\': load_file(\'{source}\')}}, '
+             f'\'{osp.splitext(source)[0]}.pth\')"')
     hint = partial_hint(verb) if mode == 'strict' else (
         '--resume continues the model of this config; to start from these '
         'weights, use --cfg-options load_from=FILE' if mode == 'resume'

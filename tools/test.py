@@ -6,6 +6,8 @@
 
 The flags are mmdet's and mmseg's; ``--out`` writes mmdet's raw results
 (``.pkl``) or mmseg's prediction PNGs (a folder), by the config's scope.
+A checkpoint that leaves part of the model unset or of another shape is
+refused with one line (``--allow-partial`` evaluates anyway).
 
     python tools/test.py CONFIG MODEL_FILE --backend onnxruntime|openvino
         [--precision fp32|bf16] [the flags above but --tta, --launcher]

@@ -108,16 +108,19 @@ def _swin_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 def _relocate(module: nn.Module, prefix: str, state: StateDict,
               unexpected: List[str]) -> StateDict:
     """A Swin backbone stored elsewhere (a classification model's, a
-    SimMIM ``encoder.``) moved under ``prefix`` when nothing is there."""
+    SimMIM ``encoder.``) moved under ``prefix`` when nothing is there; the
+    keys outside it stay as they are, its non-backbone keys (a
+    classification head) are reported unused."""
     version = getattr(module, 'version', 1)
     conversion = convert_state_dict(state, version=version)
-    dropped = [conversion.prefix + key for key, why in
-               conversion.log.dropped.items() if why != 'derived buffer']
-    unexpected += conversion.ignored + dropped
+    unexpected += [conversion.prefix + key for key, why in
+                   conversion.log.dropped.items() if why != 'derived buffer']
     print_log(f'mmswin: the Swin backbone under {conversion.prefix!r} '
               f'({conversion.layout} layout) goes to {prefix!r}',
               logger='current')
-    return {prefix + k: v for k, v in conversion.state.items()}
+    moved = {k: state[k] for k in conversion.ignored}
+    moved.update({prefix + k: v for k, v in conversion.state.items()})
+    return moved
 
 
 def _version_note(module: nn.Module, prefix: str,
@@ -163,8 +166,7 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, Any],
         try:
             if prefix and not keys_under(state, prefix) and \
                     find_backbones(state):
-                moved = _relocate(module, prefix, state, unexpected)
-                state = moved
+                state = _relocate(module, prefix, state, unexpected)
             else:
                 convert_under(module, state, prefix)
         except ValueError:  # not convertible: the comparison says why

@@ -11,7 +11,7 @@ from typing import Optional
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
-from mmengine.model import is_model_wrapper
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.runner import find_latest_checkpoint
 
 from ..registry import HOOKS
@@ -48,8 +48,10 @@ class CheckpointFitHook(Hook):
         """Refuse (``CheckpointMismatchError``) or report, then replace
         ``checkpoint['state_dict']`` by the model's full state with what
         fits loaded into it."""
-        model = runner.model.module if is_model_wrapper(runner.model) \
-            else runner.model
+        model = runner.model
+        # As mmengine's load_state_dict: into what DDP or TTA wraps.
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+            model = model.module
         source = self.source
         if source is None and self.mode == 'resume':
             source = find_latest_checkpoint(runner.work_dir)

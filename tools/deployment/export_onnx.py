@@ -2,7 +2,7 @@
 
     python tools/deployment/export_onnx.py CONFIG [CHECKPOINT] --out FILE
         [--shape H W] [--dynamic] [--verify N] [--part full|features]
-        [--atol A] [--cfg-options KEY=VALUE ...]
+        [--atol A] [--allow-partial] [--cfg-options KEY=VALUE ...]
 
 What is exported (``--part full``, the default): for an mmseg config the
 segmentation logits ``(B, classes, H, W)``; for an mmdet two-stage detector

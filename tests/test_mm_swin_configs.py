@@ -16,10 +16,10 @@ checkpoints removed (nothing downloads):
 - once per distinct backbone setting, mmswin's backbone (built from the
   config's own arguments) loads the library backbone's weights through its
   layout-converting ``load_state_dict`` and gives the same outputs at an odd
-  size, 97x131, within 1e-4.
+  size, 97x131, within 6e-5 (about 10x the measured maximum).
 
 Measured (CPU, fp32): 120 configs, 35 distinct backbone settings (one of
-them mmdet's five-stage RTMDet-P6 Swin-B), max abs diff 5.4e-6.
+them mmdet's five-stage RTMDet-P6 Swin-B), max abs diff 6.2e-6.
 """
 import contextlib
 import copy
@@ -42,7 +42,7 @@ from mmswin.models import SwinTransformer
 
 LIBRARIES = ('mmdet', 'mmseg')
 SIZE = (97, 131)
-TOL = 1e-4
+TOL = 6e-5
 
 
 def _config_root(library: str) -> str:

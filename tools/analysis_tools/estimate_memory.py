@@ -164,27 +164,33 @@ def _detector_loss(model, x: torch.Tensor, cfg) -> torch.Tensor:
     roi_head = getattr(model, 'roi_head', None)
     if roi_head is None:
         return loss
-    rcnn = cfg.model.train_cfg.rcnn
-    rcnn = rcnn if isinstance(rcnn, (list, tuple)) else [rcnn]
-    heads = roi_head.bbox_head
-    heads = heads if isinstance(heads, torch.nn.ModuleList) else [heads]
-    for head, train_cfg in zip(heads, rcnn):
+    rcnn = _as_list(cfg.model.train_cfg.rcnn)
+    bbox_heads = _as_list(roi_head.bbox_head)
+    mask_heads = _as_list(roi_head.mask_head) if roi_head.with_mask else []
+    extractors = _as_list(roi_head.mask_roi_extractor) if mask_heads else []
+    for stage, (head, train_cfg) in enumerate(zip(bbox_heads, rcnn)):
         rois = x.shape[0] * train_cfg.sampler.num
-        size = head.roi_feat_size
-        feat = torch.randn(rois, head.in_channels, *size, dtype=x.dtype)
+        feat = torch.randn(rois, head.in_channels, *_pair(head.roi_feat_size),
+                           dtype=x.dtype)
         loss = loss + sum(o.float().mean() for o in head(feat))
-        mask_head = getattr(roi_head, 'mask_head', None)
-        if mask_head is not None:
-            mask_heads = mask_head if isinstance(
-                mask_head, torch.nn.ModuleList) else [mask_head]
-            mask = mask_heads[min(len(mask_heads) - 1, heads.index(head)
-                                  if isinstance(heads, list) else 0)]
+        if mask_heads:
+            mask = mask_heads[min(stage, len(mask_heads) - 1)]
+            layer = extractors[min(stage, len(extractors) - 1)].roi_layers[0]
             pos = int(rois * train_cfg.sampler.pos_fraction)
-            side = roi_head.mask_roi_extractor.roi_layers[0].output_size
-            side = side if isinstance(side, tuple) else (side, side)
-            loss = loss + mask(torch.randn(pos, mask.in_channels, *side,
-                                           dtype=x.dtype)).float().mean()
+            feat = torch.randn(pos, mask.in_channels,
+                               *_pair(layer.output_size), dtype=x.dtype)
+            loss = loss + mask(feat).float().mean()
     return loss
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple,
+                                             torch.nn.ModuleList)) else [value]
+
+
+def _pair(value) -> Tuple[int, int]:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,
+                                                                  value)
 
 
 def _segmentor_loss(model, x: torch.Tensor) -> torch.Tensor:
@@ -251,7 +257,9 @@ def trace(cfg, batch: int, amp: bool, with_cp: bool) -> Trace:
     cfg.model.backbone.cpu_fast_path = False  # the GPU's path
     height, width = training_size(cfg)
     optim_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')
+    # AdamW's state, unsharded: the rows divide it for ZeRO and FSDP.
     optim_cfg['optimizer'] = dict(optim_cfg['optimizer'], type='AdamW')
+    optim_cfg['optimizer'].pop('optimizer_type', None)
     optim_cfg.pop('loss_scale', None)
     if 'decode_head' in cfg.model:
         loss_fn = _segmentor_loss

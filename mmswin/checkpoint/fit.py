@@ -172,7 +172,10 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, Any],
         except ValueError:  # not convertible: the comparison says why
             pass
     target = model.state_dict()
-    missing = [k for k in target if k not in state]
+    # BatchNorm's step counter does not change a prediction; mmengine
+    # leaves it out of its missing keys as well.
+    missing = [k for k in target if k not in state
+               and not k.endswith('num_batches_tracked')]
     mismatched = {k: (tuple(state[k].shape), tuple(v.shape))
                   for k, v in target.items()
                   if k in state and state[k].shape != v.shape}

@@ -5,8 +5,10 @@ path that compile and export trace, and the CPU fast path) must equal the
 reference in forward and in every gradient, for V1 and V2, at sizes that
 need padding, with shifted windows that wrap around the edges, in
 training (autograd) and at inference (in-place row blocks).
-Measured: forward max abs diff <= 2.1e-6; gradients <= 1.2e-4 absolute,
-within the asserted 1e-4 x max(1, |largest gradient of the parameter|).
+Measured: forward max abs diff <= 1.9e-6 in training, 2.4e-6 at
+inference, input gradient 4.2e-7, asserted within OUT_TOL = 2.5e-5 (about
+10x); parameter gradients <= 1.2e-4 absolute, within the asserted 1e-4 x
+max(1, |largest gradient of the parameter|).
 The comparisons with the reference take the ``device`` fixture (``make
 gpu-check``: on CUDA both 'fast' and 'plain' run the plain path, the fast
 path being CPU-only).
@@ -23,6 +25,7 @@ from mmswin.models.cpu_fast_path import row_ops
 from mmswin.models.layers import SwinStage
 
 TOL = 1e-4
+OUT_TOL = 2.5e-5  # outputs and the input's gradient vs the reference
 DIM, HEADS = 32, 2
 
 
@@ -59,8 +62,8 @@ def test_stage_matches_reference_in_training(v2, fast, shape, window,
     x = torch.randn(*shape, DIM).to(device)
     out, gx, grads = run(ours.train(), x)
     ref_out, ref_gx, ref_grads = run(ref.train(), x)
-    assert (out - ref_out).abs().max() <= TOL
-    assert (gx - ref_gx).abs().max() <= TOL
+    assert (out - ref_out).abs().max() <= OUT_TOL
+    assert (gx - ref_gx).abs().max() <= OUT_TOL
     assert grads.keys() == ref_grads.keys()
     for name, grad in grads.items():
         scale = max(ref_grads[name].abs().max().item(), 1.0)
@@ -80,7 +83,7 @@ def test_fast_inference_in_row_blocks_matches_reference(v2, monkeypatch):
         got = ours.eval()(x)
         expected = ref.eval()(x)
     assert torch.equal(x, before)
-    assert (got - expected).abs().max() <= TOL
+    assert (got - expected).abs().max() <= OUT_TOL
 
 
 @pytest.mark.parametrize('v2', [False, True], ids=['v1', 'v2'])

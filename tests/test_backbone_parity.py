@@ -1,11 +1,13 @@
 """Numerical parity of mmswin's SwinTransformer with independent
 implementations given the same weights.
 
-Measured (CPU, fp32, random weights): max abs diff vs mmdet's and mmseg's
-backbones <= 1e-5 at 224x224, 97x131 and 800x1333 on all four outputs, in
-both attention paths, on the plain path and on the CPU fast path; vs HF
-transformers' SwinBackbone <= 1e-5 at 448x448.
-The asserted bound is the issue's 1e-4.
+Measured (CPU, fp32, random weights, oneDNN linear layers): max abs diff
+vs mmdet's and mmseg's backbones 6.0e-6 to 8.9e-6 at 224x224, 97x131 and
+800x1333 on all four outputs (800x1333: 7.5e-6 sdpa, 8.9e-6 math), in
+both attention paths, on the plain path and on the CPU fast path; 8.1e-6
+in small row blocks. Parameter gradients within 4.1e-6 x their scale, the
+input's gradient 6.3e-5. The asserted 1e-4 is about 10x the forward
+maximum.
 """
 import pytest
 import torch

@@ -2,9 +2,9 @@
 
 HF shrinks a window to the stage size when the stage is not larger, so the
 sizes keep every stage larger than the window. Measured (CPU, fp32, random
-weights): V1 max abs diff 0 on the SDPA path (HF runs the same fused
-kernel on the same additive mask) and 5.1e-6 on the math path; V2 2.9e-6.
-The asserted bound is the issue's 1e-4.
+weights, mmswin's linear layers on oneDNN): V1 max abs diff 6.3e-6 to
+7.9e-6 on both attention paths; V2 4.1e-6 to 4.8e-6. Asserted: 8e-5,
+about 10x the maximum.
 """
 import pytest
 import torch
@@ -15,7 +15,7 @@ from mmswin.models import SwinTransformer, SwinTransformerV2
 
 transformers = pytest.importorskip('transformers')
 
-TOL = 1e-4
+TOL = 8e-5
 TINY = dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24])
 STAGES = ['stage1', 'stage2', 'stage3', 'stage4']
 

@@ -1,21 +1,22 @@
-"""Whole models to ONNX with dynamic shapes (issue 13): UperNet, Mask R-CNN's
-Swin + FPN, and the full Mask R-CNN / Cascade Mask R-CNN, each exported once
-at one size, then run by ONNX Runtime (and OpenVINO) at other, odd sizes and
-compared with mmseg's / mmdet's own PyTorch results."""
+"""Whole models to ONNX with dynamic shapes (issue 13): the bare backbones,
+UperNet and Mask R-CNN's Swin + FPN, each exported once at one size (session
+fixtures of tests/export_graphs.py), then run by ONNX Runtime (and OpenVINO)
+at other, odd sizes and compared with mmseg's / mmdet's own PyTorch results.
+The full detectors are in tests/test_export_batched.py."""
 import copy
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from helpers import TOY_SEG_CONFIG, config_path, randomize_
+from export_graphs import TOY_DET
+from helpers import TOY_SEG_CONFIG, randomize_
 
 pytest.importorskip('onnxruntime')
 pytest.importorskip('onnxscript')
 
 from mmswin.deploy import (  # noqa: E402
     ExportableAdaptiveAvgPool2d,
-    paste_masks,
     swap_adaptive_pools,
 )
 from mmswin.deploy.export import (  # noqa: E402
@@ -25,34 +26,11 @@ from mmswin.deploy.export import (  # noqa: E402
 )
 from mmswin.deploy.runtime import OrtRunner, random_images  # noqa: E402
 
-TOY_DET = config_path('toy/mask-rcnn_swin-toy_fpn_toy-coco')
-TOY_CASCADE = config_path(
-    'toy/cascade-mask-rcnn_swin-toy_fpn_giou-4conv1f_toy-coco')
 # (B, H, W), none of them the export size; sides not multiples of 4, 7, 32
 SEG_SHAPES = [(1, 97, 131), (2, 161, 225), (3, 70, 99), (1, 255, 129)]
-DET_SHAPES = [(1, 97, 131), (1, 161, 225), (1, 203, 150)]
 FEATURE_SHAPES = [(2, 97, 131), (1, 161, 225), (3, 65, 70)]
-# Two-stage Swins keep CI fast: tracing time grows about 4x per stage (the
-# symbolic sizes nest one ceil-division deeper each stage); the heads, the
-# padding, shift and masks are the same at any depth.
-TWO_STAGE_DET = {'model.backbone.depths': (1, 1),
-                 'model.backbone.strides': (4, 2),
-                 'model.backbone.num_heads': (1, 2),
-                 'model.backbone.out_indices': (0, 1),
-                 'model.neck.in_channels': [32, 64]}
-TWO_STAGE_SEG = {'model.backbone.depths': (1, 2),
-                 'model.backbone.strides': (4, 2),
-                 'model.backbone.num_heads': (1, 2),
-                 'model.backbone.out_indices': (0, 1),
-                 'model.decode_head.in_channels': [32, 64],
-                 'model.decode_head.in_index': [0, 1],
-                 'model.auxiliary_head.in_channels': 64,
-                 'model.auxiliary_head.in_index': 1}
 # fp32 bound on |ORT - PyTorch| relative to the output's largest value
 RELATIVE_TOLERANCE = 1e-5
-BOX_TOLERANCE = 1e-3  # pixels (issue 13)
-PREDICTION_LAYERS = ('rpn_cls', 'rpn_reg', 'fc_cls', 'fc_reg', 'conv_logits',
-                     'conv_seg')
 
 
 def images_of(shape, seed: int = 0) -> torch.Tensor:
@@ -67,37 +45,6 @@ def assert_close(expected: torch.Tensor, got, what: str) -> float:
     bound = RELATIVE_TOLERANCE * max(1.0, expected.abs().max().item())
     assert diff <= bound, f'{what}: max abs diff {diff:.3g} > {bound:.3g}'
     return diff
-
-
-def keep_activations_alive_(model: nn.Module, seed: int = 0) -> None:
-    """Variance-preserving random weights in every conv and linear layer,
-    batch norms scaling by about 1: through the deep heads the activations
-    keep their scale, so the detectors' scores differ between boxes (equal
-    scores would make NMS's order a coin toss between two runtimes)."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                fan_in = module.weight[0].numel()
-                # prediction layers: logits and deltas of order 0.1 to 1
-                gain = 0.1 if name.endswith(PREDICTION_LAYERS) else 1
-                module.weight.copy_(torch.randn(
-                    module.weight.shape, generator=gen) * (gain / fan_in)**0.5)
-            elif isinstance(module, nn.BatchNorm2d):
-                module.weight.add_(1)
-
-
-def exported(tmp_path_factory, config: str, part: str, export_shape,
-             options: dict):
-    """Build ``config`` with ``options`` and random weights, export
-    ``part`` once."""
-    model = build_model(config, cfg_options=options)
-    randomize_(model)
-    keep_activations_alive_(model)
-    wrapper = make_wrapper(model, part)
-    path = str(tmp_path_factory.mktemp('onnx') / 'model.onnx')
-    export_onnx(wrapper, images_of(export_shape), path)
-    return model, wrapper, path
 
 
 # -- the export-safe adaptive pooling -----------------------------------------
@@ -147,25 +94,12 @@ def test_native_pool_export_is_wrong_where_ours_is_exact(tmp_path):
 
 
 # -- the bare backbone in OpenVINO ------------------------------------------
-@pytest.mark.parametrize('version', [1, 2], ids=['v1', 'v2'])
-def test_backbone_openvino_matches_pytorch(version, tmp_path):
-    """One dynamic export of a two-stage backbone, as a user writes it;
-    OpenVINO within 1e-4 of eager at odd sizes and batches."""
+def test_backbone_openvino_matches_pytorch(backbone_graph):
+    """One dynamic export of a two-stage backbone (V1 and V2), as a user
+    writes it; OpenVINO within 1e-4 of eager at odd sizes and batches."""
     pytest.importorskip('openvino')
     from mmswin.deploy.runtime import OpenVinoRunner
-    from mmswin.models import SwinTransformer, SwinTransformerV2
-    arch = dict(embed_dims=16, depths=(2, 2), num_heads=(1, 2))
-    backbone = (SwinTransformer(arch=arch, out_indices=(0, 1))
-                if version == 1 else SwinTransformerV2(
-                    arch=arch, window_size=(8, 4), out_indices=(0, 1)))
-    randomize_(backbone).eval()
-    path = str(tmp_path / 'backbone.onnx')
-    dims = {0: torch.export.Dim('batch', max=64),
-            2: torch.export.Dim('height', min=16, max=4096),
-            3: torch.export.Dim('width', min=16, max=4096)}
-    torch.onnx.export(backbone, (torch.randn(2, 3, 128, 160), ), path,
-                      dynamo=True, input_names=['images'],
-                      dynamic_shapes={'x': dims})
+    backbone, _, path = backbone_graph
     runner = OpenVinoRunner(path)
     for shape in [(1, 3, 97, 131), (2, 3, 161, 225), (3, 3, 33, 47),
                   (1, 3, 511, 511)]:
@@ -180,12 +114,6 @@ def test_backbone_openvino_matches_pytorch(version, tmp_path):
 
 
 # -- UperNet: image in, logits out -----------------------------------------
-@pytest.fixture(scope='module')
-def upernet(tmp_path_factory):
-    return exported(tmp_path_factory, TOY_SEG_CONFIG, 'full', (1, 128, 160),
-                    TWO_STAGE_SEG)
-
-
 def mmseg_logits(model, images: torch.Tensor) -> torch.Tensor:
     """``model.predict``'s logits, through mmseg's own data preprocessor."""
     with torch.no_grad():
@@ -195,8 +123,8 @@ def mmseg_logits(model, images: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize('shape', SEG_SHAPES)
-def test_upernet_onnxruntime_matches_mmseg(upernet, shape):
-    model, _, path = upernet
+def test_upernet_onnxruntime_matches_mmseg(upernet_graph, shape):
+    model, _, path = upernet_graph
     images = images_of(shape, seed=sum(shape))
     expected = mmseg_logits(model, images)
     assert expected.shape == (shape[0], 4, *shape[1:])
@@ -204,25 +132,19 @@ def test_upernet_onnxruntime_matches_mmseg(upernet, shape):
 
 
 @pytest.mark.parametrize('shape', SEG_SHAPES)
-def test_upernet_openvino_matches_mmseg(upernet, shape):
+def test_upernet_openvino_matches_mmseg(upernet_graph, shape):
     pytest.importorskip('openvino')
     from mmswin.deploy.runtime import OpenVinoRunner
-    model, _, path = upernet
+    model, _, path = upernet_graph
     images = images_of(shape, seed=sum(shape))
     assert_close(mmseg_logits(model, images),
                  OpenVinoRunner(path)(images.numpy())[0], 'logits')
 
 
 # -- Mask R-CNN: Swin + FPN ---------------------------------------------------
-@pytest.fixture(scope='module')
-def det_features(tmp_path_factory):
-    return exported(tmp_path_factory, TOY_DET, 'features', (1, 160, 192),
-                    TWO_STAGE_DET)
-
-
 @pytest.mark.parametrize('shape', FEATURE_SHAPES)
-def test_swin_fpn_onnxruntime_matches_mmdet(det_features, shape):
-    model, _, path = det_features
+def test_swin_fpn_onnxruntime_matches_mmdet(det_features_graph, shape):
+    model, _, path = det_features_graph
     images = images_of(shape, seed=sum(shape))
     with torch.no_grad():
         data = model.data_preprocessor(dict(inputs=list(images)), False)
@@ -231,65 +153,6 @@ def test_swin_fpn_onnxruntime_matches_mmdet(det_features, shape):
     assert len(got) == len(expected) == 5
     for level, (ref, out) in enumerate(zip(expected, got)):
         assert_close(ref, out, f'FPN level {level}')
-
-
-# -- full detectors: image in; boxes, scores, labels, masks out --------------
-def mmdet_detections(model, image: torch.Tensor):
-    """``model.predict`` on one image at its own size (no rescaling)."""
-    from mmdet.structures import DetDataSample
-    with torch.no_grad():
-        data = model.data_preprocessor(dict(inputs=[image[0]]), False)
-        sample = DetDataSample(metainfo=dict(
-            img_shape=tuple(image.shape[2:]), ori_shape=tuple(image.shape[2:]),
-            scale_factor=(1.0, 1.0)))
-        return model.predict(data['inputs'], [sample], rescale=False)[
-            0].pred_instances
-
-
-@pytest.fixture(scope='module')
-def detector(tmp_path_factory):
-    return exported(tmp_path_factory, TOY_DET, 'full', (1, 160, 160),
-                    TWO_STAGE_DET)
-
-
-@pytest.mark.parametrize('shape', DET_SHAPES)
-def test_detector_onnxruntime_matches_mmdet(detector, shape):
-    model, wrapper, path = detector
-    image = images_of(shape, seed=sum(shape))
-    expected = mmdet_detections(model, image)
-    assert len(expected) > 0
-    boxes, scores, labels, masks = OrtRunner(path)(image.numpy())
-    assert labels.tolist() == expected.labels.tolist()
-    box_diff = np.abs(boxes - expected.bboxes.numpy()).max()
-    assert box_diff <= BOX_TOLERANCE, box_diff
-    assert_close(expected.scores, scores, 'scores')
-    pasted = paste_masks(torch.from_numpy(masks), torch.from_numpy(boxes),
-                         shape[1:], model.test_cfg.rcnn.mask_thr_binary)
-    agreement = (pasted == expected.masks).float().mean().item()
-    assert agreement >= 0.999, agreement
-
-
-@pytest.mark.parametrize('config', [TOY_DET, TOY_CASCADE],
-                         ids=['mask-rcnn', 'cascade-mask-rcnn'])
-def test_detector_wrapper_is_mmdet_eagerly(config):
-    """The traced code itself gives mmdet's detections, to the bit (the
-    cascade's ONNX graph uses the same ops as Mask R-CNN's: its ORT parity
-    is measured by the export tool, too slow an export for CI)."""
-    model = build_model(config, cfg_options=TWO_STAGE_DET)
-    randomize_(model)
-    keep_activations_alive_(model)
-    wrapper = make_wrapper(model)
-    image = images_of((1, 150, 170), seed=3)
-    expected = mmdet_detections(model, image)
-    assert len(expected) > 0
-    with torch.no_grad():
-        boxes, scores, labels, masks = wrapper(image)
-    assert torch.equal(boxes, expected.bboxes)
-    assert torch.equal(scores, expected.scores)
-    assert torch.equal(labels, expected.labels)
-    pasted = paste_masks(masks, boxes, (150, 170),
-                         model.test_cfg.rcnn.mask_thr_binary)
-    assert torch.equal(pasted, expected.masks)
 
 
 # -- what does not export gets a clear error ---------------------------------
@@ -311,11 +174,9 @@ def test_check_finite_is_refused():
         make_wrapper(model)
 
 
-def test_detector_batch_and_small_sides_are_refused(toy_detector, tmp_path):
+def test_detector_small_sides_are_refused(toy_detector, tmp_path):
     wrapper = make_wrapper(copy.deepcopy(toy_detector))
     path = str(tmp_path / 'x.onnx')
-    with pytest.raises(ValueError, match='one image'):
-        export_onnx(wrapper, images_of((2, 128, 128)), path)
     with pytest.raises(ValueError, match='sides >= 65'):
         export_onnx(wrapper, images_of((1, 64, 128)), path)
 
@@ -325,6 +186,11 @@ def test_unsupported_heads_and_modes_are_refused():
         'model.test_cfg.rcnn.nms': dict(type='soft_nms', iou_threshold=0.5)})
     with pytest.raises(NotImplementedError, match='type="nms"'):
         make_wrapper(soft)
+    unbounded = build_model(TOY_DET, cfg_options={
+        'model.test_cfg.rcnn.max_per_img': -1})
+    with pytest.raises(NotImplementedError,
+                       match=r'rcnn\.max_per_img must be > 0'):
+        make_wrapper(unbounded)
     slide = build_model(TOY_SEG_CONFIG, cfg_options={
         'model.test_cfg': dict(mode='slide', crop_size=(64, 64),
                                stride=(32, 32))})

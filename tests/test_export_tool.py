@@ -1,7 +1,7 @@
 """tools/deployment/export_onnx.py end to end on small configs: an mmseg
 UperNet with a Swin V2 backbone (dynamic shapes, --verify with ONNX Runtime
-and OpenVINO) and an mmdet config's Swin + FPN (fixed shape), plus its
-clear failures."""
+and OpenVINO), an mmdet config's Swin + FPN and the full toy Faster R-CNN
+(fixed shapes), plus its clear failures."""
 import re
 import sys
 
@@ -65,6 +65,23 @@ def test_tool_exports_detector_features_at_a_fixed_size(tmp_path):
     assert rows and all(row[:3] == (1, 96, 96) for row in rows)
     for *_, diffs in rows:
         assert sorted(diffs) == [f'features_{i}' for i in range(5)]
+        assert max(diffs.values()) <= 1e-3
+    assert re.search(r'^verify: ok$', log, re.M)
+
+
+def test_tool_exports_a_full_faster_rcnn(faster_rcnn_tool_export):
+    """The box-only detector exports full (issue 24 item 7) and ONNX Runtime
+    (and OpenVINO) give the wrapper's detections on images packed in the
+    graph's batch; that the wrapper gives mmdet's is
+    tests/test_export_batched.py's check."""
+    log, path = faster_rcnn_tool_export
+    assert 'exported detection (full)' in log
+    assert 'outputs num_dets, boxes, scores, labels, input images' in log
+    rows = parity_rows(log)
+    assert rows and all(row[:3] == (1, 128, 160) for row in rows)
+    for *_, diffs in rows:
+        assert sorted(diffs) == ['boxes', 'labels', 'num_dets', 'scores']
+        assert diffs['num_dets'] == diffs['labels'] == 0
         assert max(diffs.values()) <= 1e-3
     assert re.search(r'^verify: ok$', log, re.M)
 

@@ -14,13 +14,14 @@ import torch.nn as nn
 
 from .pooling import swap_adaptive_pools
 
-# What each wrapper can export; the detector graph is per image.
+# What each wrapper can export.
 PARTS = ('full', 'features')
 # Smallest side a dynamic export accepts (tested down to it): UperNet's
 # stride-32 map and FPN's stride-64 level keep at least 2 cells.
 MIN_SIDE = {'segmentation': 64, 'detection': 65, 'features': 65}
 MAX_SIDE = 4096
 MAX_BATCH = 64
+DETECTION_OUTPUTS = ('num_dets', 'boxes', 'scores', 'labels', 'masks')
 
 
 def task_of(model: nn.Module) -> str:
@@ -70,7 +71,8 @@ def build_model(config, checkpoint: Optional[str] = None,
 
 def make_wrapper(model: nn.Module, part: str = 'full') -> nn.Module:
     """The traceable wrapper of ``model`` for ``part``: ``'full'`` (mmseg:
-    logits; mmdet: boxes, scores, labels, masks) or ``'features'``
+    logits; mmdet: num_dets, boxes, scores, labels, masks per image) or
+    ``'features'``
     (backbone + neck). Adaptive poolings are swapped for
     :class:`ExportableAdaptiveAvgPool2d`."""
     from .wrappers import FeaturesExport, SegmentorExport
@@ -109,7 +111,7 @@ def output_names(wrapper: nn.Module, num_outputs: int) -> Sequence[str]:
     from .detector import TwoStageDetectorExport
     from .wrappers import SegmentorExport
     if isinstance(wrapper, TwoStageDetectorExport):
-        return ('boxes', 'scores', 'labels', 'masks')[:num_outputs]
+        return DETECTION_OUTPUTS[:num_outputs]
     if isinstance(wrapper, SegmentorExport):
         return ('logits', )
     return tuple(f'features_{i}' for i in range(num_outputs))
@@ -132,15 +134,18 @@ def export_onnx(wrapper: nn.Module, images: torch.Tensor, path: str,
     """Export ``wrapper`` (from :func:`make_wrapper`) to the ONNX file
     ``path``.
 
+    The graph's inputs are ``images`` ``(B, 3, H, W)`` float32 and, for the
+    detector, ``image_sizes`` ``(B, 2)`` int64 (each image's ``(h, w)``).
+
     Args:
         images: ``(B, 3, H, W)``: the graph's shape for a fixed export; for
             a dynamic one only its batch (without ``dynamic_batch``) and
             sides (checked against :data:`MIN_SIDE`) count, and it is traced
-            at :func:`generic_example`'s size. The detector needs ``B = 1``.
+            at :func:`generic_example`'s size.
         dynamic: Dynamic height and width, from :data:`MIN_SIDE` to 4096;
             else the graph is fixed to ``images``' shape.
-        dynamic_batch: With ``dynamic``, the batch is dynamic too (not for
-            the detector); else it is ``images``' batch.
+        dynamic_batch: With ``dynamic``, the batch is dynamic too (1 to
+            :data:`MAX_BATCH`); else it is ``images``' batch.
 
     Returns:
         The graph's output names.
@@ -152,9 +157,6 @@ def export_onnx(wrapper: nn.Module, images: torch.Tensor, path: str,
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError('images must be (B, 3, H, W), got shape '
                          f'{tuple(images.shape)}')
-    if kind == 'detection' and images.shape[0] != 1:
-        raise ValueError('the detector graph takes one image (B = 1), got '
-                         f'B = {images.shape[0]}; run it once per image')
     dynamic_shapes = None
     if dynamic:
         low = MIN_SIDE[kind]
@@ -164,24 +166,41 @@ def export_onnx(wrapper: nn.Module, images: torch.Tensor, path: str,
         dims = {2: torch.export.Dim('height', min=low, max=MAX_SIDE),
                 3: torch.export.Dim('width', min=low, max=MAX_SIDE)}
         batch = images.shape[0]
-        if dynamic_batch and kind != 'detection':
+        if dynamic_batch:
             dims[0] = torch.export.Dim('batch', min=1, max=MAX_BATCH)
             batch = 2  # traced at batch 1, the batch would stay 1
         dynamic_shapes = {'images': dims}
+        if kind == 'detection':
+            dynamic_shapes['image_sizes'] = {0: dims[0]} if dynamic_batch \
+                else None
         images = generic_example(wrapper, batch)
+    inputs = (images, )
+    if kind == 'detection':
+        inputs = (images, example_sizes(images))
     # Size facts the tracer cannot prove (a padded side >= the side, a map
     # with >= 1 window) become checks instead of specialising the graph to
     # the example's size. (Not under no_grad: it traces SDPA to a kernel
     # whose output strides the ONNX decomposition does not reproduce.)
     program = torch.export.export(
-        wrapper, (images, ), dynamic_shapes=dynamic_shapes, strict=False,
+        wrapper, inputs, dynamic_shapes=dynamic_shapes, strict=False,
         prefer_deferred_runtime_asserts_over_guards=True)
     names = tuple(output_names(wrapper,
                                len(program.graph_signature.user_outputs)))
-    torch.onnx.export(program, f=path, dynamo=True, input_names=['images'],
+    torch.onnx.export(program, f=path, dynamo=True,
+                      input_names=['images', 'image_sizes'][:len(inputs)],
                       output_names=list(names),
                       custom_translation_table=ONNX_TRANSLATIONS)
     return names
+
+
+def example_sizes(images: torch.Tensor) -> torch.Tensor:
+    """``image_sizes`` ``(B, 2)`` int64 for tracing the detector on
+    ``images``: the first image fills the batch, the others are smaller
+    (mixed sizes, as batches have)."""
+    batch, height, width = images.shape[0], images.shape[2], images.shape[3]
+    sizes = torch.tensor([[height, width]] * batch, dtype=torch.int64)
+    shrink = torch.arange(batch, dtype=torch.int64)[:, None] * 7
+    return (sizes - shrink).clamp(min=1)
 
 
 def generic_example(wrapper: nn.Module, batch: int) -> torch.Tensor:

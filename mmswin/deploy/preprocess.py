@@ -1,6 +1,6 @@
 """The config's data preprocessor (channel order, mean/std, padding) as a
 graph module, so an exported model takes images as mmcv loads them."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,7 +18,8 @@ class ImagePreprocess(nn.Module):
 
     Shape:
         - images: ``(B, 3, H, W)`` float, pixel values as loaded (0..255, the
-          channel order of the test pipeline).
+          channel order of the test pipeline); optional ``image_sizes``
+          ``(B, 2)`` int64.
         - output: ``(B, 3, H', W')`` with ``H'``, ``W'`` the padded sides.
     """
 
@@ -47,11 +48,22 @@ class ImagePreprocess(nn.Module):
         self.pad_value = float(getattr(pre, 'pad_value',
                                        getattr(pre, 'pad_val', 0)))
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor,
+                image_sizes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Args: ``images`` ``(B, 3, H, W)``; ``image_sizes`` ``(B, 2)``
+        each image's ``(h, w)`` in a batch of mixed sizes: outside it, the
+        output is ``pad_value`` whatever the input holds there (as mmdet
+        pads each image after normalising it)."""
         if self.flip_channels:
             images = images.flip(1)
         if self.normalize:
             images = (images - self.mean) / self.std
+        if image_sizes is not None:
+            rows = torch.arange(images.shape[2], device=images.device)
+            cols = torch.arange(images.shape[3], device=images.device)
+            inside = ((rows[None, :, None] < image_sizes[:, :1, None])
+                      & (cols[None, None, :] < image_sizes[:, 1:, None]))
+            images = torch.where(inside[:, None], images, self.pad_value)
         return F.pad(images, self.padding(images.shape[-2:]),
                      value=self.pad_value)
 

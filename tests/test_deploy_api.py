@@ -10,7 +10,6 @@ mmengine, so present offline), resized to sizes and aspect ratios that the
 toy test pipelines resize differently (the models are the exported toys of
 tests/deploy_fixtures.py).
 """
-import os.path as osp
 
 import mmcv
 import numpy as np
@@ -111,14 +110,16 @@ def test_visualisers_draw_results_unchanged(exported_toy_detector,
     drawings = []
     for result in (model(photos[0]), inference_detector(reference,
                                                         photos[0])):
+        np.random.seed(0)  # mmdet jitters each mask's colour at random
         visualizer.add_datasample('x', image, data_sample=result,
                                   draw_gt=False, show=False,
                                   pred_score_thr=0.0)
         drawings.append(visualizer.get_image())
     # the same picture but for the few mask pixels the runtimes flip
+    # (measured: 5.2e-5 of the pixels)
     differ = (drawings[0] != drawings[1]).any(-1).mean()
     print(f'pixels drawn differently: {differ:.2e}')
-    assert differ <= MASK_FLIPS, differ
+    assert differ <= 1e-4, differ
     assert not np.array_equal(drawings[0], image)  # something was drawn
 
     from mmseg.apis import show_result_pyplot
@@ -175,4 +176,15 @@ def test_bad_input_gets_a_clear_error(exported_toy_detector,
     with pytest.raises(ValueError, match='predicts 4 classes, the config 7'):
         DeployedModel(seg.config, seg.onnx, cfg_options={
             'model.decode_head.num_classes': 7})
-    assert osp.isfile(det.onnx)
+    # without the file's metadata, a label beyond the config's classes
+    import onnx
+    proto = onnx.load(det.onnx)
+    del proto.metadata_props[:]
+    bare = str(tmp_path / 'bare.onnx')
+    onnx.save(proto, bare)
+    fewer = DeployedModel(det.config, bare, cfg_options={
+        'model.roi_head.bbox_head.num_classes': 1,
+        'model.roi_head.mask_head.num_classes': 1})
+    with pytest.raises(ValueError, match=r'predicted class [12], but the '
+                       'config has 1 classes'):
+        fewer(photos[0])

@@ -127,14 +127,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     """Test; returns the evaluator's metrics, e.g. ``coco/bbox_mAP``."""
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
-    if not args.backend:  # a model file: checked by its runtime
-        check_checkpoint(args.checkpoint)
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(
         args.config)
-    cfg.load_from = args.checkpoint
-    add_fit_hook(cfg, 'allow-partial' if args.allow_partial else 'strict',
-                 args.checkpoint)
+    if not args.backend:  # a model file: checked by its runtime
+        check_checkpoint(args.checkpoint)
+        cfg.load_from = args.checkpoint
+        add_fit_hook(cfg, 'allow-partial' if args.allow_partial else
+                     'strict', args.checkpoint)
     scope = cfg.get('default_scope')
     if args.show or args.show_dir:
         enable_visualization(cfg, args)

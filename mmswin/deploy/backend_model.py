@@ -124,11 +124,17 @@ class BackendModel(BaseModel):
         self.max_side = int(info.metadata.get('max_side', MAX_SIDE))
         self.backend, self.precision = backend, self.runner.precision
         init_default_scope(cfg.default_scope)
-        self.preprocess = ImagePreprocess(
-            MODELS.build(copy.deepcopy(model_cfg.data_preprocessor)))
+        data_preprocessor = MODELS.build(
+            copy.deepcopy(model_cfg.data_preprocessor))
+        self.preprocess = ImagePreprocess(data_preprocessor)
+        # mmdet's preprocessor turns the samples' ground-truth box objects
+        # into tensors (what its visualisation hook draws)
+        self.boxtype2tensor = bool(getattr(data_preprocessor,
+                                           'boxtype2tensor', False))
         if self.task == 'detection':
             rcnn = model_cfg.test_cfg.rcnn
             self.mask_threshold = float(rcnn.get('mask_thr_binary', 0.5))
+            self.num_classes = _last(model_cfg.roi_head.bbox_head).num_classes
         else:  # what mmseg's postprocess_result reads from the segmentor
             head = _last(model_cfg.decode_head)
             threshold = head.get('threshold')
@@ -171,8 +177,19 @@ class BackendModel(BaseModel):
                     self.segmentor_view,
                     image_logits[None, :, :height, :width], sample)
             return data_samples
+        if self.boxtype2tensor:
+            from mmdet.models.utils import samplelist_boxtype2tensor
+            samplelist_boxtype2tensor(data_samples)
         for sample, detections in zip(data_samples,
                                       self.run_detector(batch, sizes)):
+            labels = detections['labels']
+            if labels.size and labels.max() >= self.num_classes:
+                # a file without metadata, from a config with more classes
+                raise ValueError(
+                    f'{osp.basename(self.model_file)} predicted class '
+                    f'{labels.max()}, but the config has {self.num_classes} '
+                    'classes: evaluate it with the config it was exported '
+                    'from')
             sample.pred_instances = detection_instances(
                 detections, sample.metainfo, self.mask_threshold)
         return data_samples

@@ -199,8 +199,11 @@ def table_rows(config: str, cfg, checkpoint: str, model, path: str,
     """PyTorch and each runtime/precision: metrics and latency."""
     from mmswin.deploy import BackendModel, evaluate_exported
     from mmswin.deploy.runtime import median_seconds
-    options = ({'test_dataloader.dataset.indices': args.limit}
-               if args.limit else {})
+    # the metrics table only: mmengine's per-run logs at WARNING
+    options = dict(log_level='WARNING', **(
+        {'test_dataloader.dataset.indices': args.limit} if args.limit
+        else {}))
+    threads = torch.get_num_threads()  # every runtime as many as PyTorch
     item = val_items(cfg, 1)[0]
     batch = dict(inputs=[item['inputs']], data_samples=[item['data_samples']])
     pytorch_cfg = copy.deepcopy(cfg)
@@ -221,14 +224,15 @@ def table_rows(config: str, cfg, checkpoint: str, model, path: str,
                      'int8', int8))
     for backend, precision, model_file in runs:
         run_precision = 'fp32' if precision == 'int8' else precision
-        exported = BackendModel(cfg, model_file, backend, run_precision)
+        exported = BackendModel(cfg, model_file, backend, run_precision,
+                                threads)
         rows.append(dict(
             runtime={'onnxruntime': 'ONNX Runtime',
                      'openvino': 'OpenVINO'}[backend],
             precision=precision if exported.precision == run_precision
             else f'{precision} (ran fp32)',
             metrics=evaluate_exported(cfg, model_file, backend,
-                                      run_precision, options),
+                                      run_precision, options, threads),
             seconds=median_seconds(partial(
                 exported.predict, batch['inputs'],
                 [s.clone() for s in batch['data_samples']]), args.repeats)))
@@ -249,8 +253,8 @@ def print_table(rows: List[Dict]) -> None:
             cells.append('' if value is None else f'{value * scale:.1f}')
         cells.append(f'{row["seconds"] * 1000:.1f}')
         print('| ' + ' | '.join(cells) + ' |')
-    print(f'\n({torch.get_num_threads()} PyTorch threads; runtimes at their '
-          'default thread count; latency: the first val image, batch 1)')
+    print(f'\n({torch.get_num_threads()} threads in every runtime; latency: '
+          'the first val image, batch 1, median)')
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -3,8 +3,8 @@ HF transformers Swin and SwinV2) load into mmswin and give the
 third-party model's outputs.
 
 Measured (CPU, fp32, random weights, 160x160 input): max abs diff vs mmdet
-and mmseg <= 4e-6, vs HF SwinBackbone 0 (both run SDPA), vs HF
-Swinv2Backbone <= 3e-6. The asserted bound is the issue's 1e-4.
+and mmseg 4.3e-6, vs HF Swin 3.3e-6 to 3.6e-6, vs HF Swinv2Backbone
+3.7e-6. Asserted: 5e-5, about 10x the maximum.
 """
 import pytest
 import torch
@@ -15,7 +15,7 @@ from layout_factories import ARCH
 from mmswin.checkpoint import load_pretrained
 from mmswin.models import SwinTransformer, SwinTransformerV2
 
-TOL = 1e-4
+TOL = 5e-5
 SIZE = 160  # every stage (40, 20, 10, 5) is larger than the window 4
 
 

@@ -117,14 +117,18 @@ def test_sdpa_flops_equal_the_explicit_matmuls():
 
 
 def test_get_flops_swin_t_mask_rcnn_matches_the_paper():
-    """Published: 48M params, 267G FLOPs at 1280 x 800."""
+    """Published: 48M params, 267G FLOPs at 1280 x 800; the README's
+    measured 47.79M and 262.9G (-1.5%) exactly, and within 2% of the
+    paper (the counter is exact, so any change of the model or of the
+    count shows)."""
     log = run_tool_ok([sys.executable, 'tools/analysis_tools/get_flops.py',
                        'configs/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-1x_coco.py',
                        '--shape', '1280', '800'])
     flops = float(re.search(r'Flops: ([\d.]+) G', log).group(1)) * 1e9
     params = float(re.search(r'Params: ([\d.]+) M', log).group(1)) * 1e6
     assert abs(params - 48e6) / 48e6 < 0.02, params
-    assert abs(flops - 267e9) / 267e9 < 0.10, flops
+    assert abs(flops - 267e9) / 267e9 < 0.02, flops
+    assert (round(params / 1e6, 2), round(flops / 1e9, 1)) == (47.79, 262.9)
     counted = re.search(r'Counted: (.*)', log).group(1)
     assert 'aten.convolution' in counted and 'attention' in counted
 

@@ -1,9 +1,10 @@
 # UperNet + SwinV2-G (3.0B backbone parameters) on ADE20K 512x512 crops, 2 per
-# GPU on 8 x 80 GiB GPUs: ZeRO stage 1, activation checkpointing and mixed
-# precision, the SwinV2 paper's recipe. For 8 x 40 GiB: the FSDP config of
-# the same name (tools/analysis_tools/estimate_memory.py, see
-# docs/en/advanced_guides/large_models.md). No public SwinV2-G checkpoint:
-# see the SwinV2-H config for init_cfg.
+# GPU: ZeRO stage 1, activation checkpointing and mixed precision, the SwinV2
+# paper's recipe. tools/analysis_tools/estimate_memory.py (see
+# docs/en/advanced_guides/large_models.md): 27.9 GiB per GPU on 8 GPUs, so
+# it fits 8 x 40 GiB and 8 x 80 GiB (DDP without ZeRO: 47.8 GiB). For 24 GiB
+# GPUs: the FSDP config of the same name (9.5 GiB). No public SwinV2-G
+# checkpoint: see the SwinV2-H config for init_cfg.
 _base_ = './upernet_swinv2-b-w16_8xb2-160k_ade20k-512x512.py'
 
 model = dict(

@@ -67,7 +67,7 @@ def _config(run: str, work_dir: str, data_root: str, init: str):
         'optim_wrapper.clip_grad': dict(max_norm=MAX_NORM),
         'optim_wrapper.optimizer.lr': LR,
     })
-    cfg.train_dataloader.dataset.pipeline[3].scale = (96, 96)
+    cfg.train_dataloader.dataset.pipeline[3].scale = (64, 64)
     cfg.train_cfg = dict(by_epoch=False, max_iters=ITERS)
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.test_cfg = cfg.test_dataloader = cfg.test_evaluator = None

@@ -4,11 +4,13 @@ mmcv's ``nms`` and ``roi_align`` call compiled extensions that
 ``torch.export`` cannot trace. ``mmswin::nms`` and ``mmswin::roi_align``
 wrap them as ``torch.library`` ops: eagerly they run mmcv's kernels (so the
 deploy graph computes what mmdet computes), and in the ONNX graph they become
-the standard ``NonMaxSuppression`` and ``RoiAlign`` nodes, which ONNX
-Runtime and OpenVINO implement with the same arithmetic (greedy NMS with
-``IoU > threshold``; Detectron-style RoIAlign, ``half_pixel`` for
-``aligned=True``). Pass :data:`ONNX_TRANSLATIONS` as
-``torch.onnx.export(..., custom_translation_table=...)``.
+the standard ``NonMaxSuppression`` (images as its batch; its
+``(batch, class, box)`` rows scattered into a fixed ``(B, max_num)`` index
+table) and ``RoiAlign`` nodes, which ONNX Runtime and OpenVINO implement
+with the same arithmetic (greedy NMS with ``IoU > threshold``;
+Detectron-style RoIAlign, ``half_pixel`` for ``aligned=True``). Pass
+:data:`ONNX_TRANSLATIONS` as ``torch.onnx.export(...,
+custom_translation_table=...)``.
 """
 from typing import Tuple
 

@@ -26,9 +26,10 @@ QUICK = {
                             '--matmul-size', '1024'],
     'whole_model.py': ['--repeats', '1'],
     'compiled.py': ['--sizes', '1x3x224x320', '--repeats', '2'],
+    'deploy_latency.py': ['--quick'],
 }
 ORDER = ['backbone_latency.py', 'train_step.py', 'flops_efficiency.py',
-         'whole_model.py', 'compiled.py']
+         'whole_model.py', 'compiled.py', 'deploy_latency.py']
 
 
 def main(argv=None) -> int:

@@ -142,8 +142,12 @@ def data(make_toy_coco, make_toy_ade) -> Dict[str, List[str]]:
 
 
 def argv(tool: str, config: str, checkpoint: str, data, tmp) -> List[str]:
-    """The command line of ``tool`` for ``config`` and ``checkpoint``."""
-    options = ['--cfg-options', *data[config]]
+    """The command line of ``tool`` for ``config`` and ``checkpoint``.
+    Each Runner gets its own experiment (and so logger) name: mmengine's
+    default, config name and time to the second, would hand a Runner made
+    within the same second the logger of an earlier test."""
+    options = ['--cfg-options', *data[config],
+               f'experiment_name=fit-{uuid.uuid4().hex}']
     return {
         'test': [config, checkpoint, '--work-dir', str(tmp / 'w'),
                  *options],
@@ -318,7 +322,8 @@ def test_fine_tuning_and_resume(files, data, tmp_path, capsys):
     options = data[DET] + [
         f'load_from={files["classes"]}', 'train_cfg.max_epochs=1',
         'train_cfg.val_begin=2', 'train_dataloader.batch_size=1',
-        'optim_wrapper.optimizer.lr=0', 'default_hooks.logger.interval=1']
+        'optim_wrapper.optimizer.lr=0', 'default_hooks.logger.interval=1',
+        f'experiment_name=fit-{uuid.uuid4().hex}']
     work = str(tmp_path / 'train')
     log_here()
     train = load_tool(SCRIPTS['resume'])

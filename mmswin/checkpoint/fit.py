@@ -174,8 +174,8 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, Any],
     target = model.state_dict()
     # BatchNorm's step counter does not change a prediction; mmengine
     # leaves it out of its missing keys as well.
-    missing = [k for k in target if k not in state
-               and not k.endswith('num_batches_tracked')]
+    counted = [k for k in target if not k.endswith('num_batches_tracked')]
+    missing = [k for k in counted if k not in state]
     mismatched = {k: (tuple(state[k].shape), tuple(v.shape))
                   for k, v in target.items()
                   if k in state and state[k].shape != v.shape}
@@ -183,14 +183,14 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, Any],
     fitted = {k: v for k, v in state.items()
               if k in target and k not in mismatched
               and not any(k.startswith(p) for p in skipped)}
-    missing += [k for k in target if k in state and k not in fitted
+    missing += [k for k in counted if k in state and k not in fitted
                 and k not in mismatched]
     return FitReport(
         source=source, model_kind=model_kind(model),
         model_groups=top_modules(target), checkpoint_kind=kind,
         checkpoint_groups=groups, state=fitted, missing=missing,
         unexpected=unexpected, mismatched=mismatched,
-        model_sizes=dict(Counter(map(top_module, target))), notes=notes,
+        model_sizes=dict(Counter(map(top_module, counted))), notes=notes,
         skipped=skipped)
 
 

@@ -47,7 +47,8 @@ class FitReport:
         missing: Model keys the checkpoint leaves unset.
         unexpected: Checkpoint keys the model has no use for.
         mismatched: key -> (checkpoint shape, model shape).
-        model_sizes: Number of tensors per model group.
+        model_sizes: Number of tensors per model group (BatchNorm step
+            counters, which a checkpoint may lack, not counted).
         notes: Problems found before the comparison, e.g. a Swin V2
             backbone for a V1 config.
         skipped: Prefixes of the modules with a note: nothing under them
@@ -153,10 +154,10 @@ class FitReport:
     def summary(self) -> str:
         """One line for fine-tuning: what was loaded, what was skipped and
         why."""
-        total = sum(self.model_sizes.values())
-        loaded = top_modules(self.state)
-        line = (f'mmswin: {self.source}: loaded {len(self.state)} of '
-                f'{total} model tensors ({", ".join(loaded) or "none"})')
+        total = sum(self.model_sizes.values())  # without BN step counters
+        count = sum(not k.endswith('num_batches_tracked') for k in self.state)
+        line = (f'mmswin: {self.source}: loaded {count} of {total} model '
+                f'tensors ({", ".join(top_modules(self.state)) or "none"})')
         skipped = self.problems()
         if skipped:
             line += '; kept the initialisation of the rest: ' + \

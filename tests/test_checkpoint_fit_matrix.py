@@ -174,8 +174,9 @@ def refusal(capsys, tool: str, args: List[str]) -> str:
     log_here()
     with pytest.raises(SystemExit) as exit_:
         load_tool(SCRIPTS[tool]).main(args)
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
     assert exit_.value.code == 2, err[-2000:]
+    assert 'mmswin: loaded weights' not in out  # conversions: on loads only
     assert 'Traceback' not in err
     lines = [line for line in err.splitlines() if line.startswith('error:')]
     assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err[-2000:]

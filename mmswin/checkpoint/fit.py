@@ -106,7 +106,7 @@ def _swin_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
 
 
 def _relocate(module: nn.Module, prefix: str, state: StateDict,
-              unexpected: List[str]) -> StateDict:
+              unexpected: List[str], accounts: List[str]) -> StateDict:
     """A Swin backbone stored elsewhere (a classification model's, a
     SimMIM ``encoder.``) moved under ``prefix`` when nothing is there; the
     keys outside it stay as they are, its non-backbone keys (a
@@ -115,9 +115,9 @@ def _relocate(module: nn.Module, prefix: str, state: StateDict,
     conversion = convert_state_dict(state, version=version)
     unexpected += [conversion.prefix + key for key, why in
                    conversion.log.dropped.items() if why != 'derived buffer']
-    print_log(f'mmswin: the Swin backbone under {conversion.prefix!r} '
-              f'({conversion.layout} layout) goes to {prefix!r}',
-              logger='current')
+    accounts.append(f'mmswin: the Swin backbone under '
+                    f'{conversion.prefix!r} ({conversion.layout} layout) '
+                    f'goes to {prefix!r}')
     moved = {k: state[k] for k in conversion.ignored}
     moved.update({prefix + k: v for k, v in conversion.state.items()})
     return moved
@@ -157,6 +157,7 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, Any],
     unexpected: List[str] = []
     notes: List[str] = []
     skipped: List[str] = []
+    accounts: List[str] = []
     for prefix, module in _swin_modules(model):
         note = _version_note(module, prefix, state)
         if note:
@@ -166,9 +167,10 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, Any],
         try:
             if prefix and not keys_under(state, prefix) and \
                     find_backbones(state):
-                state = _relocate(module, prefix, state, unexpected)
+                state = _relocate(module, prefix, state, unexpected,
+                                  accounts)
             else:
-                convert_under(module, state, prefix)
+                accounts.append(convert_under(module, state, prefix) or '')
         except ValueError:  # not convertible: the comparison says why
             pass
     target = model.state_dict()
@@ -191,7 +193,7 @@ def check_fit(model: nn.Module, state_dict: Mapping[str, Any],
         checkpoint_groups=groups, state=fitted, missing=missing,
         unexpected=unexpected, mismatched=mismatched,
         model_sizes=dict(Counter(map(top_module, counted))), notes=notes,
-        skipped=skipped)
+        skipped=skipped, conversions=[a for a in accounts if a])
 
 
 def state_of(checkpoint: Any, source: str = 'checkpoint') -> StateDict:
@@ -209,11 +211,13 @@ def require_fit(report: FitReport, allow_partial: bool = False,
                 hint: str = 'pass allow_partial=True to load anyway'
                 ) -> None:
     """Raise :class:`CheckpointMismatchError` (one line, ending in
-    ``hint``) unless the checkpoint fits or ``allow_partial``; log a
-    warning line for a partial load and a note for unused keys."""
+    ``hint``) unless the checkpoint fits or ``allow_partial``; otherwise
+    log the layout conversions, and a warning line for a partial load or a
+    note for unused keys."""
+    if not report.fits and not allow_partial:
+        raise CheckpointMismatchError(report.message(hint), report)
+    report.log_conversions()
     if not report.fits:
-        if not allow_partial:
-            raise CheckpointMismatchError(report.message(hint), report)
         print_log(f'mmswin: loading anyway, the results will not mean '
                   f'much: {report.message()}', logger='current',
                   level=logging.WARNING)

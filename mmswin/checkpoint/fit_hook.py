@@ -58,6 +58,7 @@ class CheckpointFitHook(Hook):
         source = str(source or 'the checkpoint')
         report = check_fit(model, state_of(checkpoint, source), source)
         if self.mode == 'partial':
+            report.log_conversions()
             print_log(report.summary(), logger='current')
         else:
             require_fit(report, self.mode == 'allow-partial', self.hint)

@@ -7,6 +7,8 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
 
+from mmengine.logging import print_log
+
 from .renaming import StateDict
 
 Shape = Tuple[int, ...]
@@ -53,6 +55,8 @@ class FitReport:
             backbone for a V1 config.
         skipped: Prefixes of the modules with a note: nothing under them
             is loaded, and their keys are not itemised.
+        conversions: Accounts of mmswin's layout conversions, logged when
+            the weights are loaded (not before a refusal).
     """
 
     source: str
@@ -67,6 +71,12 @@ class FitReport:
     model_sizes: Dict[str, int] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)
+    conversions: List[str] = field(default_factory=list)
+
+    def log_conversions(self) -> None:
+        """Log :attr:`conversions` through mmengine's current logger."""
+        for account in self.conversions:
+            print_log(account, logger='current')
 
     def _itemised(self, keys) -> List[str]:
         return [k for k in keys

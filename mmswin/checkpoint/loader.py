@@ -178,13 +178,13 @@ def load_pretrained(model: nn.Module, filename: str,
 
 
 def convert_under(module: nn.Module, state_dict: Dict[str, Any],
-                  prefix: str) -> bool:
+                  prefix: str) -> Optional[str]:
     """Convert a foreign Swin layout found under ``prefix`` of
-    ``state_dict`` in place to ``module``'s names and shapes, and log what
-    was done; mmswin's own layout passes untouched.
+    ``state_dict`` in place to ``module``'s names and shapes; mmswin's own
+    layout passes untouched.
 
     Returns:
-        True if keys were converted.
+        The account of the conversion for the log, None if there was none.
 
     Raises:
         ValueError: a V1/V2 mismatch; ``ShapeMismatchError`` for a tensor
@@ -194,21 +194,20 @@ def convert_under(module: nn.Module, state_dict: Dict[str, Any],
     shapes = _shapes(module)
     if all(getattr(value, 'shape', None) == shapes.get(key)
            for key, value in own.items()):
-        return False  # the model's own names and shapes (or nothing)
+        return None  # the model's own names and shapes (or nothing)
     if not find_backbones(own):
-        return False
+        return None
     fitted, conversion, _ = prepare_for_model(module, own)
     log = conversion.log
     if not (log.renamed or log.transformed or log.dropped):
-        return False
+        return None
     source = prefix + conversion.prefix
     for key in own:
         if (prefix + key).startswith(source):
             del state_dict[prefix + key]
     state_dict.update({prefix + k: v for k, v in fitted.items()})
-    print_log(describe(conversion, f'weights under {prefix!r} into '
-                       f'{type(module).__name__}'), logger='current')
-    return True
+    return describe(conversion, f'weights under {prefix!r} into '
+                    f'{type(module).__name__}')
 
 
 def _convert_on_load(module: nn.Module, state_dict: Dict[str, Any],
@@ -216,7 +215,9 @@ def _convert_on_load(module: nn.Module, state_dict: Dict[str, Any],
     """``load_state_dict`` pre-hook: :func:`convert_under`, unless the
     weights were converted already."""
     if not _LOADING_CONVERTED.get():
-        convert_under(module, state_dict, prefix)
+        account = convert_under(module, state_dict, prefix)
+        if account:
+            print_log(account, logger='current')
 
 
 def install_layout_hook(module: nn.Module) -> None:

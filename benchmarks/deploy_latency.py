@@ -45,7 +45,7 @@ MODELS = {
                 config='configs/'
                 'upernet_swin-t-p4-w7_8xb2-160k_ade20k-512x512.py'),
 }
-CALIB = 4  # random images: int8 speed does not depend on them
+CALIB = 2  # random images: int8 speed does not depend on them
 
 
 def allocator_label() -> str:

@@ -79,7 +79,9 @@ demo-seg: install
 # Deployment quickstart (tools/deployment/export_demo.py): exports the toy
 # detector and segmentor of `make demo` / `make demo-seg` (trained first if
 # absent) to ONNX with dynamic sizes, runs ONNX Runtime on their val images
-# and draws its predictions beside PyTorch's in work_dirs/export_demo/{det,seg}.
+# and draws its predictions beside PyTorch's in work_dirs/export_demo/{det,seg},
+# then ends with one table: val metrics and latency of PyTorch, ONNX Runtime,
+# OpenVINO fp32 / bf16 and the int8 model of tools/deployment/quantize.py.
 export-demo: install
 	test -f work_dirs/demo/last_checkpoint || $(MAKE) demo
 	test -f $(SEG_WORK)/last_checkpoint || $(MAKE) demo-seg

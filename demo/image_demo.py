@@ -27,6 +27,7 @@ from checkpoint_utils import add_allow_partial, init_checked  # noqa: E402
 from tool_utils import (  # noqa: E402
     DictAction,
     add_backend_args,
+    check_backend_args,
     check_checkpoint,
     fail,
     load_config,
@@ -69,6 +70,7 @@ def exported_prediction(cfg, args: argparse.Namespace):
 def main(argv: Optional[List[str]] = None):
     """Draw; returns the model's prediction (a data sample)."""
     args = parse_args(argv)
+    check_backend_args(args)
     cfg = load_config(args.config, args.cfg_options)
     if not args.backend:  # a model file: checked by its runtime
         check_checkpoint(args.checkpoint)

@@ -132,7 +132,8 @@ def test_tool_refuses_what_it_cannot_evaluate(exported_toy_segmentor,
                                               exported_toy_detector,
                                               tmp_path, capsys):
     """A model file of another task, a checkpoint given as model file, a
-    missing file, bf16 with ONNX Runtime: one line each, exit status 2."""
+    missing file, bf16 with ONNX Runtime or without a backend: one line
+    each, exit status 2."""
     seg, det = exported_toy_segmentor, exported_toy_detector
     cases = [
         ([det.config, seg.onnx, '--backend', 'onnxruntime'],
@@ -143,6 +144,8 @@ def test_tool_refuses_what_it_cannot_evaluate(exported_toy_segmentor,
           'onnxruntime'], 'model file not found'),
         ([seg.config, seg.onnx, '--backend', 'onnxruntime', '--precision',
           'bf16'], "bf16 needs backend='openvino'"),
+        ([seg.config, seg.checkpoint, '--precision', 'bf16'],
+         '--precision bf16 needs --backend openvino'),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exit_:

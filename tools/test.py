@@ -31,6 +31,7 @@ from tool_utils import (  # noqa: E402
     DictAction,
     add_backend_args,
     build_runner,
+    check_backend_args,
     check_checkpoint,
     check_dataset_paths,
     default_work_dir,
@@ -126,6 +127,7 @@ def exported_runner(cfg, args: argparse.Namespace):
 def main(argv: Optional[List[str]] = None) -> Dict[str, float]:
     """Test; returns the evaluator's metrics, e.g. ``coco/bbox_mAP``."""
     args = parse_args(argv)
+    check_backend_args(args)
     cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or default_work_dir(

@@ -20,7 +20,7 @@ import mmswin  # noqa: F401
 __all__ = ['DictAction', 'fail', 'load_config', 'check_dataset_paths',
            'check_checkpoint', 'replace_sync_bn', 'setup_cpu_distributed',
            'build_runner', 'default_work_dir', 'set_local_rank',
-           'add_backend_args']
+           'add_backend_args', 'check_backend_args']
 
 
 def fail(message: str) -> NoReturn:
@@ -185,3 +185,11 @@ def add_backend_args(parser, verb: str) -> None:
     parser.add_argument('--precision', choices=['fp32', 'bf16'],
                         default='fp32',
                         help='with --backend openvino: inference precision')
+
+
+def check_backend_args(args) -> None:
+    """Refuse ``--precision`` without ``--backend`` (PyTorch would run
+    fp32 and ignore it)."""
+    if args.precision != 'fp32' and not args.backend:
+        fail(f'--precision {args.precision} needs --backend openvino (an '
+             'exported model); PyTorch runs the checkpoint in fp32')

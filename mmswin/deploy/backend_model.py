@@ -17,6 +17,7 @@ it; ``tools/test.py CONFIG MODEL_FILE --backend ...`` is its command line.
 import copy
 import os.path as osp
 import tempfile
+import uuid
 from types import SimpleNamespace
 from typing import Dict, List, Optional, Sequence
 
@@ -263,6 +264,12 @@ def build_backend_runner(cfg, model: BackendModel):
     not."""
     from mmengine.runner import Runner
     cfg = copy.deepcopy(cfg)
+    if cfg.get('visualizer'):
+        # mmengine keeps one visualiser per name for the whole process: a
+        # name of its own, so that this runner neither draws with an
+        # earlier runner's (another type, another folder) nor leaves its
+        # own to a later one
+        cfg.visualizer['name'] = f'exported_{uuid.uuid4().hex}'
     return Runner(
         model=model, work_dir=cfg.work_dir,
         test_dataloader=cfg.test_dataloader,
@@ -308,10 +315,6 @@ def evaluate_exported(config, model_file: str, backend: str = 'onnxruntime',
     with tempfile.TemporaryDirectory() as work_dir:
         if not cfg.get('work_dir'):
             cfg.work_dir = work_dir
-        if cfg.get('visualizer'):
-            # mmengine keeps visualisers by name for the whole process: one
-            # of its own, so no later runner gets this one's deleted folder
-            cfg.visualizer['name'] = f'evaluate_exported_{id(model)}'
         metrics = build_backend_runner(cfg, model).test()
     return {key: float(value) if isinstance(value, (int, float, np.number))
             else value for key, value in metrics.items()}

@@ -78,8 +78,8 @@ class DeployedModel:
         # the test pipeline without annotations, from a file or an array
         # (mmseg's inference_model reads cfg.test_pipeline, mmdet's the
         # test dataset's)
-        pipeline = (cfg.test_pipeline if scope == 'mmseg' else
-                    dataset.pipeline)
+        pipeline = (cfg.get('test_pipeline') if scope == 'mmseg' else
+                    None) or dataset.pipeline
         steps = [dict(step) for step in pipeline
                  if 'LoadAnnotations' not in step['type']]
         if 'LoadImageFromFile' not in steps[0]['type']:

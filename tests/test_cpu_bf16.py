@@ -76,6 +76,17 @@ def test_bf16_autocast_within_bound_on_onednn(fast, image):
     assert excess(model, image) <= 1.0
 
 
+def test_bf16_inference_takes_the_plain_path(image):
+    """Under bf16 autocast without autograd the fast path steps aside (the
+    plain path is faster there); in fp32 and in training it applies."""
+    from mmswin.models import cpu_fast_path
+    assert cpu_fast_path.applies(image)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        assert cpu_fast_path.applies(image)  # autograd on: training
+        with torch.no_grad():
+            assert not cpu_fast_path.applies(image)
+
+
 def test_fp32_path_unchanged(image):
     """Without autocast nothing runs in bf16 and the weight cache stays
     unused."""

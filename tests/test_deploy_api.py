@@ -75,6 +75,27 @@ def test_detections_are_inference_detectors(exported_toy_detector, photos):
             assert flipped <= MASK_FLIPS, (size, flipped)
 
 
+def test_mixed_sizes_in_one_call_are_mmdets_batch(exported_toy_detector,
+                                                   photos):
+    """Images of four sizes in one graph call (as the test loop batches
+    them) give what mmdet's ``test_step`` gives on that batch, which its
+    preprocessor pads as ``pack_images`` does."""
+    toy = exported_toy_detector
+    model = DeployedModel(toy.config, toy.onnx)
+    items = [model.prepare(path, i) for i, path in enumerate(photos[:4])]
+    inputs = [item['inputs'] for item in items]
+    assert len({tuple(i.shape) for i in inputs}) == 4
+    with torch.no_grad():
+        expected = toy.model.test_step(dict(inputs=inputs, data_samples=[
+            item['data_samples'].clone() for item in items]))
+    got = model.model.predict(inputs, [item['data_samples'].clone()
+                                       for item in items])
+    for ref, out in zip(expected, got):
+        ref, out = ref.pred_instances, out.pred_instances
+        assert len(ref) > 0 and out.labels.tolist() == ref.labels.tolist()
+        assert (out.bboxes - ref.bboxes).abs().max().item() <= BOX_TOLERANCE
+
+
 def test_segmentation_is_inference_models(exported_toy_segmentor, photos):
     from mmseg.apis import inference_model, init_model
     toy = exported_toy_segmentor

@@ -8,7 +8,8 @@ abs diff 2.2e-6): the padding, the cyclic shift, the window partition and
 the shift mask are computed in the graph from the input's shape.
 ``torch.compile(dynamic=True)`` traces the backbone without graph breaks
 and compiles at most twice across 4 sizes (dynamo specialises batch 1);
-inductor's dynamic forward and training step match eager within 1e-4.
+inductor's dynamic forward (one compile for 3 sizes of batch >= 2) and
+training step match eager within 1e-4.
 ``check_finite=True`` is refused under export and under
 ``torch.compile(fullgraph=True)``. Every test takes the ``device``
 fixture (``make gpu-check`` runs them on CUDA; ONNX Runtime stays on the
@@ -170,17 +171,19 @@ def loss_of(outputs) -> torch.Tensor:
                for o in outputs)
 
 
-def test_inductor_dynamic_forward_compiles_twice_over_four_sizes(device):
-    """inductor, dynamic=True: one compile for every size with batch >= 2
-    plus the batch-1 one dynamo specialises; outputs equal eager's."""
+def test_inductor_dynamic_forward_compiles_once_over_three_sizes(device):
+    """inductor, dynamic=True: one compile serves every size with batch
+    >= 2; outputs equal eager's. (Dynamo's batch-1 specialisation, a second
+    compile of minutes with inductor, is counted with the eager backend
+    above.)"""
     torch._dynamo.reset()
     model = small_backbone(1).to(device)
     backend = CountingBackend('inductor')
     compiled = torch.compile(model, backend=backend, dynamic=True)
     assert_compiled_matches_eager(
-        compiled, model, [(2, 3, 97, 131), (3, 3, 161, 225), (1, 3, 64, 96),
+        compiled, model, [(2, 3, 97, 131), (3, 3, 161, 225),
                           (2, 3, 200, 120)], device)
-    assert backend.graphs == 2, backend.graphs
+    assert backend.graphs == 1, backend.graphs
 
 
 def test_inductor_dynamic_training_step_matches_eager(device):

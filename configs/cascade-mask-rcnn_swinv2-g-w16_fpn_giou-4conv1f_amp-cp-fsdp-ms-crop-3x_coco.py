@@ -1,9 +1,9 @@
-# Cascade Mask R-CNN + SwinV2-G for 8 x 40 GiB GPUs: parameters, gradients
-# and AdamW state sharded over the 8 processes by FSDP2 (mmswin.FSDP2Strategy:
-# one shard group per Swin block, per patch merging, per stage and the root;
-# every block checkpointed), mixed precision. Everything else as the ZeRO-1
-# config for 8 x 80 GiB (tools/analysis_tools/estimate_memory.py: ZeRO-1
-# keeps 24 GB of parameters and gradients per GPU and does not fit 40 GiB).
+# Cascade Mask R-CNN + SwinV2-G with parameters, gradients and AdamW state
+# sharded over the processes by FSDP2 (mmswin.FSDP2Strategy: one shard group
+# per Swin block, per patch merging, per stage and the root; every block
+# checkpointed), mixed precision; everything else as the ZeRO-1 config.
+# tools/analysis_tools/estimate_memory.py on 8 GPUs: 16.7 GiB per GPU (ZeRO-1:
+# 35.1), so it fits 8 x 40 GiB with room to spare, and 24 GiB GPUs.
 # Train with tools/dist_train.sh as usual: runner_type selects mmengine's
 # FlexibleRunner.
 _base_ = ('./cascade-mask-rcnn_swinv2-g-w16_fpn_giou-4conv1f_'

@@ -1,10 +1,11 @@
 # Cascade Mask R-CNN + SwinV2-G (3.0B backbone parameters, window 16, an
-# extra LayerNorm every 6 blocks) at 1333x800, 2 images per GPU on 8 x 80 GiB
-# GPUs: the SwinV2 paper's memory recipe (its ZeRO stage 1, activation
-# checkpointing, mixed precision). tools/analysis_tools/estimate_memory.py
-# says (docs/en/advanced_guides/large_models.md): fp32 DDP does not fit
-# (params + grads + AdamW state alone are 48 GB); this setting fits 80 GiB;
-# for 8 x 40 GiB use the FSDP config of the same name.
+# extra LayerNorm every 6 blocks) at 1333x800, 2 images per GPU: the SwinV2
+# paper's memory recipe (its ZeRO stage 1, activation checkpointing, mixed
+# precision). tools/analysis_tools/estimate_memory.py (docs/en/
+# advanced_guides/large_models.md) on 8 GPUs: 35.1 GiB per GPU, which fits
+# 8 x 80 GiB and, narrowly, 8 x 40 GiB (DDP without ZeRO: 55.1 GiB; the
+# parameters, gradients and AdamW state alone are 45.5 GiB). The FSDP config
+# of the same name needs 16.7 GiB: headroom on 40 GiB, or 24 GiB GPUs.
 #
 # Not published: no SwinV2-G/H checkpoint is public (the paper's giant was
 # pretrained on a private 70M-image set), so the backbone starts from

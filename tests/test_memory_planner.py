@@ -6,13 +6,18 @@ bytes is read from the CPU allocator's events (torch.profiler with
 kernels' temporaries the planner cannot see) plus the bytes alive before
 the step. The planner's traced peak must be within 10% of it, for a
 backbone and a whole segmentor, with and without ``with_cp``."""
+import os.path as osp
+import sys
+
 import pytest
 import torch
 from helpers import ROOT, TOY_SEG_CONFIG, load_tool
 from mmengine.optim import build_optim_wrapper
-from torch.profiler import ProfilerActivity, profile
 
 from mmswin.models import SwinTransformer
+
+sys.path.insert(0, osp.join(ROOT, 'benchmarks'))
+from common import peak_memory_bytes  # noqa: E402
 
 OPTIM = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
 ARCH = dict(embed_dims=32, depths=(2, 2, 4, 2), num_heads=(1, 2, 4, 8))
@@ -45,17 +50,7 @@ def measured_peak(model, shape, loss_fn) -> int:
              if torch.is_tensor(v)]
     alive = _storage_bytes([*model.parameters(), *model.buffers(), *state,
                             x])
-    with profile(activities=[ProfilerActivity.CPU],
-                 profile_memory=True) as prof:
-        step()
-    events = sorted((e.start_ns(), e.nbytes())
-                    for e in prof.profiler.kineto_results.events()
-                    if e.name() == '[memory]')
-    running = peak = 0
-    for _, nbytes in events:
-        running += nbytes
-        peak = max(peak, running)
-    return alive + peak
+    return alive + peak_memory_bytes(step, torch.device('cpu'))
 
 
 def _backbone(with_cp: bool, device=None):

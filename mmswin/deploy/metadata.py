@@ -50,7 +50,8 @@ def model_metadata(model, task: str, min_side: int,
 def write_metadata(onnx_file: str, entries: Dict[str, str]) -> None:
     """Add (or replace) ``mmswin.<key>`` metadata entries in ``onnx_file``."""
     import onnx
-    proto = onnx.load(onnx_file)
+    # weights stored beside the file (model.onnx.data) stay there
+    proto = onnx.load(onnx_file, load_external_data=False)
     keep = [p for p in proto.metadata_props
             if p.key[len(PREFIX):] not in entries]
     del proto.metadata_props[:]

@@ -120,19 +120,10 @@ def _ade_annotations(model, cfg) -> None:
 def _export(folder, cfg, checkpoint: str, task: str) -> str:
     """Export the checkpoint's model (dynamic sizes and batch) with
     mmswin's metadata."""
-    from mmswin.deploy.export import (
-        MAX_SIDE,
-        MIN_SIDE,
-        build_model,
-        export_onnx,
-        make_wrapper,
-    )
-    from mmswin.deploy.metadata import model_metadata, write_metadata
+    from mmswin.deploy.export import build_model, export_onnx, make_wrapper
     model = build_model(cfg, checkpoint)
     path = str(folder / 'model.onnx')
     export_onnx(make_wrapper(model), torch.rand(1, 3, 160, 160) * 255, path)
-    write_metadata(path, model_metadata(model, task, MIN_SIDE[task],
-                                        MAX_SIDE))
     return path
 
 

@@ -190,6 +190,12 @@ def export_onnx(wrapper: nn.Module, images: torch.Tensor, path: str,
                       input_names=['images', 'image_sizes'][:len(inputs)],
                       output_names=list(names),
                       custom_translation_table=ONNX_TRANSLATIONS)
+    model = getattr(wrapper, 'detector', getattr(wrapper, 'segmentor', None))
+    if model is not None:
+        # the runtimes check images and the config's classes against these
+        from .metadata import model_metadata, write_metadata
+        low = MIN_SIDE[kind] if dynamic else min(images.shape[2:])
+        write_metadata(path, model_metadata(model, kind, low, MAX_SIDE))
     return names
 
 

@@ -98,14 +98,7 @@ def side_by_side(visualizer, item, left, right, out_file: str) -> None:
 def export_model(config: str, work_dir: str, out_dir: str, task: str):
     """Build the trained model, export it (dynamic batch and sides, with
     mmswin's metadata)."""
-    from mmswin.deploy.export import (
-        MAX_SIDE,
-        MIN_SIDE,
-        build_model,
-        export_onnx,
-        make_wrapper,
-    )
-    from mmswin.deploy.metadata import model_metadata, write_metadata
+    from mmswin.deploy.export import build_model, export_onnx, make_wrapper
     cfg = load_config(config)
     checkpoint = last_checkpoint(work_dir)
     model = build_model(cfg, checkpoint)
@@ -113,8 +106,6 @@ def export_model(config: str, work_dir: str, out_dir: str, task: str):
     path = osp.join(out_dir, 'model.onnx')
     names = export_onnx(make_wrapper(model), torch.rand(1, 3, 160, 160) * 255,
                         path)
-    write_metadata(path, model_metadata(model, task, MIN_SIDE[task],
-                                        MAX_SIDE))
     print(f'exported {config} to {path} ({", ".join(names)})', flush=True)
     return cfg, checkpoint, build_model(cfg, checkpoint), path
 

@@ -40,9 +40,10 @@ __all__ = ['applies', 'run_stage']
 def applies(x: torch.Tensor) -> bool:
     """Whether the fast path can run on ``x``: a CPU tensor in eager mode
     (its layouts are index tensors built from concrete sizes), except
-    inference under bf16 autocast, where the plain path with the bf16
-    oneDNN linear layers is faster (Swin-T at 800x1344, 2 threads, CPU
-    seconds on a loaded machine: plain 2.9, fast path 6.3, mmdet 5.3)."""
+    inference under bf16 autocast: there the plain path with the bf16
+    oneDNN linear layers was as fast on a quiet machine (Swin-T at
+    800x1344, 2 threads: 0.746 vs 0.753 s) and twice as fast on a loaded
+    one (CPU seconds 2.9 vs 6.3)."""
     bf16_inference = (torch.is_autocast_enabled('cpu')
                       and torch.get_autocast_dtype('cpu') == torch.bfloat16
                       and not torch.is_grad_enabled())

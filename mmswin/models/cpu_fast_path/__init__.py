@@ -25,6 +25,7 @@ export).
 import torch
 import torch.utils.checkpoint as cp
 
+from .linear import cpu_bf16_autocast
 from .row_ops import attention_rows, chunk_rows, drop_path_rows, mlp_rows
 from .token_rows import (
     WindowRun,
@@ -44,9 +45,7 @@ def applies(x: torch.Tensor) -> bool:
     oneDNN linear layers was as fast on a quiet machine (Swin-T at
     800x1344, 2 threads: 0.746 vs 0.753 s) and twice as fast on a loaded
     one (CPU seconds 2.9 vs 6.3)."""
-    bf16_inference = (torch.is_autocast_enabled('cpu')
-                      and torch.get_autocast_dtype('cpu') == torch.bfloat16
-                      and not torch.is_grad_enabled())
+    bf16_inference = cpu_bf16_autocast() and not torch.is_grad_enabled()
     return (x.device.type == 'cpu' and not torch.compiler.is_compiling()
             and not torch.jit.is_tracing() and not bf16_inference)
 

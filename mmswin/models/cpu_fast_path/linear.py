@@ -15,6 +15,7 @@ operands, fp32 accumulation, bf16 output), but with the weights cast to
 bf16 once and cached (autocast casts every weight on every call: 0.3 of
 the bf16 backbone's time went to such copies) and GELU fused.
 """
+import functools
 import weakref
 from typing import Dict, Optional, Tuple
 
@@ -44,20 +45,31 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and not torch.jit.is_tracing())
 
 
+def cpu_bf16_autocast() -> bool:
+    """Whether CPU autocast is on with bfloat16."""
+    return (torch.is_autocast_enabled('cpu')
+            and torch.get_autocast_dtype('cpu') == torch.bfloat16)
+
+
+@functools.cache
+def _onednn_has_bf16() -> bool:
+    # a property of the CPU: asked once, not on every linear call
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def uses_onednn_bf16(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether :func:`linear` takes oneDNN's bf16 matmul: CPU bf16 autocast
     on fp32 weights, fp32 or bf16 input, no autograd, eager mode, a CPU
     with bf16 support in oneDNN."""
     return (_ONEDNN_LINEAR is not None and x.device.type == 'cpu'
-            and torch.is_autocast_enabled('cpu')
-            and torch.get_autocast_dtype('cpu') == torch.bfloat16
+            and cpu_bf16_autocast()
             and weight.dtype == torch.float32
             and x.dtype in (torch.float32, torch.bfloat16)
             and not needs_autograd(x, weight)
             and not torch.compiler.is_compiling()
             and not torch.compiler.is_exporting()
             and not torch.jit.is_tracing()
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+            and _onednn_has_bf16())
 
 
 # id(fp32 parameter) -> (weak reference to it, its _version when cast,

@@ -13,19 +13,14 @@
 #   --cfg-options model.backbone.init_cfg.type=Pretrained \
 #                 model.backbone.init_cfg.checkpoint=PATH
 # The rest is the SwinV2-B Cascade recipe (drop_path 0.3: our choice).
-_base_ = './cascade-mask-rcnn_swinv2-b-w16_fpn_giou-4conv1f_ms-crop-3x_coco.py'
+# The SwinV2-H config's recipe (AMP, with_cp, no checkpoint) at the giant
+# size, with ZeRO-1.
+_base_ = './cascade-mask-rcnn_swinv2-h-w16_fpn_giou-4conv1f_amp-cp-ms-crop-3x_coco.py'
 
 model = dict(
-    backbone=dict(
-        arch='giant',
-        pretrained_window_sizes=0,
-        with_cp=True,
-        init_cfg=None),
+    backbone=dict(arch='giant'),
     neck=dict(in_channels=[512, 1024, 2048, 4096]))
-optim_wrapper = dict(
-    type='AmpOptimWrapper',
-    loss_scale='dynamic',
-    optimizer=dict(
-        type='mmswin.ZeroRedundancyOptimizer', optimizer_type='AdamW'))
+optim_wrapper = dict(optimizer=dict(
+    type='mmswin.ZeroRedundancyOptimizer', optimizer_type='AdamW'))
 # rank 0 saves alone: the optimizer shards are gathered before each save
 custom_hooks = [dict(type='mmswin.ZeroConsolidateHook')]

@@ -246,19 +246,6 @@ class OpenVinoRunner:
         return list(self.runner(images=images).values())
 
 
-def available_runners() -> Dict[str, type]:
-    """The runtimes installed here, by name."""
-    runners = {}
-    for runner, module in ((OrtRunner, 'onnxruntime'),
-                           (OpenVinoRunner, 'openvino')):
-        try:
-            __import__(module)
-        except ImportError:
-            continue
-        runners[runner.name] = runner
-    return runners
-
-
 def max_abs_diffs(reference: Sequence[np.ndarray],
                   outputs: Sequence[np.ndarray],
                   names: Sequence[str]) -> Dict[str, float]:
@@ -312,29 +299,3 @@ def random_images(shape: Sequence[int], seed: int = 0) -> np.ndarray:
     """Float32 images with pixel values in ``[0, 255]``."""
     rng = np.random.default_rng(seed)
     return rng.uniform(0, 255, size=tuple(shape)).astype(np.float32)
-
-
-def parity_rows(reference: Callable[[np.ndarray], Sequence[np.ndarray]],
-                runners: Sequence, shapes: Sequence[Sequence[int]],
-                names: Sequence[str], seed: int = 0) -> List[Dict]:
-    """Each runner against ``reference`` (PyTorch) on random images of each
-    shape.
-
-    Returns:
-        One dict per (shape, runner): ``shape``, ``runtime``, ``diffs``
-        (:func:`max_abs_diffs`) and ``scale`` (largest ``|reference|`` per
-        output, to read the diffs against).
-    """
-    rows = []
-    for index, shape in enumerate(shapes):
-        images = random_images(shape, seed + index)
-        expected = reference(images)
-        scale = {name: float(np.abs(np.asarray(ref, np.float64)).max())
-                 if np.asarray(ref).size else 0.0
-                 for name, ref in zip(names, expected)}
-        for runner in runners:
-            rows.append(dict(shape=tuple(shape), runtime=runner.name,
-                             diffs=max_abs_diffs(expected, runner(images),
-                                                 names),
-                             scale=scale))
-    return rows

@@ -117,7 +117,7 @@ def _ade_annotations(model, cfg) -> None:
         mmcv.imwrite(labels, sample.seg_map_path)
 
 
-def _export(folder, cfg, checkpoint: str, task: str) -> str:
+def _export(folder, cfg, checkpoint: str) -> str:
     """Export the checkpoint's model (dynamic sizes and batch) with
     mmswin's metadata."""
     from mmswin.deploy.export import build_model, export_onnx, make_wrapper
@@ -150,7 +150,7 @@ def _toy(tmp_path_factory, make_data, base: str, overrides: str,
     else:
         _ade_annotations(model, cfg)
     return ExportedToy(config, checkpoint,
-                       _export(folder, cfg, checkpoint, task), root, model)
+                       _export(folder, cfg, checkpoint), root, model)
 
 
 @pytest.fixture(scope='session')

@@ -100,7 +100,7 @@ def side_by_side(visualizer, item, left, right, out_file: str) -> None:
         ..., ::-1], out_file)
 
 
-def export_model(config: str, work_dir: str, out_dir: str, task: str):
+def export_model(config: str, work_dir: str, out_dir: str):
     """Build the trained model, export it (dynamic batch and sides, with
     mmswin's metadata)."""
     from mmswin.deploy.export import build_model, export_onnx, make_wrapper
@@ -263,7 +263,7 @@ def task_rows(args, task: str) -> Tuple[List[Dict], bool]:
     config_key, work_dir_key, folder, name = TASKS[task]
     config = getattr(args, config_key)
     cfg, checkpoint, model, path = export_model(
-        config, getattr(args, work_dir_key), osp.join(args.out, folder), task)
+        config, getattr(args, work_dir_key), osp.join(args.out, folder))
     stats = compare(cfg, model, path, osp.join(args.out, folder), args.limit,
                     task)
     ok = task != 'detection' or (stats['mismatched'] == 0 and

@@ -242,62 +242,87 @@ def busy_warnings(loads: Sequence[float], matmul_spreads: Sequence[float],
     return found
 
 
-def run_in_processes(script: str, argv: Sequence[str],
-                     runs: int) -> List[dict]:
-    """Run ``script ARGV --runs 1`` ``runs`` times, each in a fresh
+# The row field that names what was timed, per benchmark ('impl' by
+# default); a reference matmul's row has a label starting with 'matmul'.
+LABEL_FIELDS = ('impl', 'config', 'path')
+
+
+def is_matmul(row: dict) -> bool:
+    """Whether ``row`` is the reference matmul timed alongside the models."""
+    return any(str(row.get(field, '')).startswith('matmul')
+               for field in LABEL_FIELDS)
+
+
+def run_in_processes(script: str, argv: Sequence[str], runs: int,
+                     variants: Sequence[Dict[str, Optional[str]]] = ({},)
+                     ) -> List[dict]:
+    """Run ``script ARGV --runs 1`` ``runs`` times for each environment of
+    ``variants`` (variables to set; ``None`` unsets one), each in a fresh
     process (its own allocator, caches and thread pool: part of what moves
-    a number from one run to the next), and return their JSON payloads."""
+    a number from one run to the next), and return their JSON payloads.
+    The variants alternate within each run, so a slow minute hits them
+    alike."""
     payloads = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(runs):
-            out = os.path.join(tmp, f'run{run}.json')
-            cmd = [sys.executable, script, *argv, '--runs', '1',
-                   '--out', out]
-            print(f'run {run + 1}/{runs}:', ' '.join(cmd), file=sys.stderr,
-                  flush=True)
-            if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode:
-                raise SystemExit(f'run {run + 1}/{runs} failed (its error '
-                                 'is above): ' + ' '.join(cmd))
-            with open(out) as f:
-                payloads.append(json.load(f))
+            for index, variant in enumerate(variants):
+                out = os.path.join(tmp, f'run{run}_{index}.json')
+                cmd = [sys.executable, script, *argv, '--runs', '1',
+                       '--out', out]
+                env = {k: v for k, v in os.environ.items()
+                       if variant.get(k, v) is not None}
+                env.update({k: v for k, v in variant.items()
+                            if v is not None})
+                shown = ' '.join([*(f'{k}={v}' for k, v in variant.items()
+                                    if v is not None), *cmd])
+                print(f'run {run + 1}/{runs}:', shown, file=sys.stderr,
+                      flush=True)
+                done = subprocess.run(cmd, stdout=subprocess.DEVNULL, env=env)
+                if done.returncode:
+                    raise SystemExit(f'run {run + 1}/{runs} failed (exit '
+                                     f'status {done.returncode}; its error '
+                                     f'is above): {shown}')
+                with open(out) as f:
+                    payloads.append(json.load(f))
     return payloads
 
 
-def strip_runs(argv: Sequence[str]) -> List[str]:
-    """``argv`` without its ``--runs`` and ``--out`` options."""
-    kept, skip = [], False
+def strip_options(argv: Sequence[str],
+                  options: Sequence[str] = ('--runs', '--out')) -> List[str]:
+    """``argv`` without ``options`` and their values (every word up to the
+    next option)."""
+    kept, skipping = [], False
     for word in argv:
-        if skip:
-            skip = False
-        elif word in ('--runs', '--out'):
-            skip = True
-        elif not word.startswith(('--runs=', '--out=')):
+        if word.startswith('-'):
+            skipping = word in options
+            if skipping or word.split('=', 1)[0] in options:
+                continue
+        if not skipping:
             kept.append(word)
     return kept
 
 
-def spread_over_runs(payloads: Sequence[dict], ratios: Sequence[str]
+def spread_over_runs(payloads: Sequence[dict], ratios: Sequence[str],
+                     keys: Sequence[str] = ('size', 'dtype', 'impl')
                      ) -> Tuple[List[dict], str]:
-    """One row per (size, dtype, impl) with the median and min-max over the
-    runs of its median seconds and of each ``ratios`` field, and the
-    reference matmul's GFLOP/s of the same runs; plus the Markdown table."""
+    """One row per ``keys`` (the last names what was timed) with the median
+    and min-max over the runs of its median seconds and of each ``ratios``
+    field, and the GFLOP/s of the reference matmul timed with it (same
+    ``keys[:-1]``) in the same runs; plus the Markdown table."""
     groups: Dict[tuple, List[dict]] = {}
     for payload in payloads:
         for row in payload['rows']:
-            key = (row['size'], row['dtype'], row['impl'])
-            groups.setdefault(key, []).append(row)
-    gflops = {}
-    for (size, dtype, impl), rows in groups.items():
-        if impl.startswith('matmul'):
-            gflops[(size, dtype)] = [r['gflops_per_s'] for r in rows]
+            groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    gflops = {key[:-1]: [r['gflops_per_s'] for r in rows]
+              for key, rows in groups.items() if is_matmul(rows[0])}
     out = []
-    for (size, dtype, impl), rows in groups.items():
-        row = dict(size=size, dtype=dtype, impl=impl, runs=len(rows),
+    for key, rows in groups.items():
+        row = dict(zip(keys, key), runs=len(rows),
                    median_s=_range([r['median_s'] for r in rows]),
-                   matmul_gflops=_range(gflops.get((size, dtype), [])))
+                   matmul_gflops=_range(gflops.get(key[:-1], [])))
         for name in ratios:
-            values = [r[name] for r in rows if r.get(name) is not None]
-            row[name] = _range(values) if values else None
+            row[name] = _range([r[name] for r in rows
+                                if r.get(name) is not None])
         out.append(row)
 
     def cell(stats: Optional[dict], digits: str = '.3g') -> str:
@@ -307,10 +332,10 @@ def spread_over_runs(payloads: Sequence[dict], ratios: Sequence[str]
                 f"{stats['max']:{digits}})")
 
     table = format_table(
-        ['size', 'dtype', 'impl', 'runs', 'median s (min-max)',
+        [*keys, 'runs', 'median s (min-max)',
          *[f'{name} (min-max)' for name in ratios],
          'matmul GFLOP/s (min-max)'],
-        [(r['size'], r['dtype'], r['impl'], r['runs'], cell(r['median_s']),
+        [(*(r[k] for k in keys), r['runs'], cell(r['median_s']),
           *[cell(r[name]) for name in ratios],
           cell(r['matmul_gflops'], '.0f')) for r in out])
     return out, table
@@ -323,16 +348,24 @@ def _range(values: Sequence[float]) -> Optional[dict]:
                 max=max(values))
 
 
-def report_runs(name: str, script: str, argv: Sequence[str],
-                args: argparse.Namespace, ratios: Sequence[str]) -> dict:
-    """``--runs N`` of a benchmark: N fresh processes, the spread table,
-    busy-machine warnings, and ``benchmarks/results/NAME.json``."""
-    payloads = run_in_processes(script, strip_runs(argv), args.runs)
-    rows, table = spread_over_runs(payloads, ratios)
+def report_runs(name: str, script: str, argv: Optional[Sequence[str]],
+                args: argparse.Namespace, ratios: Sequence[str],
+                keys: Sequence[str] = ('size', 'dtype', 'impl'),
+                variants: Sequence[Dict[str, Optional[str]]] = ({},),
+                strip: Sequence[str] = ()) -> dict:
+    """``--runs N`` of a benchmark: N fresh processes (per environment of
+    ``variants``), the spread table (see ``spread_over_runs``), busy-machine
+    warnings, and ``benchmarks/results/NAME.json``. ``argv`` (default
+    ``sys.argv[1:]``) is passed on without ``--runs``, ``--out`` and the
+    options in ``strip``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    payloads = run_in_processes(
+        script, strip_options(argv, ('--runs', '--out', *strip)), args.runs,
+        variants)
+    rows, table = spread_over_runs(payloads, ratios, keys)
     warnings = busy_warnings(
         [p['machine'].get('load_1min', 0.0) for p in payloads],
-        [r['spread'] for p in payloads for r in p['rows']
-         if r['impl'].startswith('matmul')])
+        [r['spread'] for p in payloads for r in p['rows'] if is_matmul(r)])
     command = ' '.join(['python', os.path.relpath(script), *argv])
     table = f'Command: `{command}`\n\n' + table
     for warning in warnings:

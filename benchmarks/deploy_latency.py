@@ -2,7 +2,8 @@
 fp32, bf16 and int8 (issue 20, item 6).
 
     python benchmarks/deploy_latency.py [--threads 2] [--repeats 3]
-        [--batches 1 4] [--models det seg] [--quick]
+        [--batches 1 4] [--models det seg] [--paths ...] [--quick]
+        [--runs 3] [--allocators glibc tcmalloc]
 
 Models (paper configs, random weights): Swin-T + FPN of the Mask R-CNN
 config (``--part features``) at 800x1344, and the whole UperNet Swin-T at
@@ -13,17 +14,24 @@ sides) and int8 models are cached in ``--cache`` (the exports take ~75 s
 each); int8 is calibrated on random images, which changes no speed.
 Repeats are interleaved; each cell is the median with the min-max spread.
 
-The allocator is whatever the process runs with: run it once plainly and
-once with ``LD_PRELOAD`` of jemalloc or tcmalloc; the table names the
-allocator it used (``--allocator`` overrides the label). ``--quick``:
-batch 1 only, for a re-run in a few minutes. Writes
+The allocator is whatever the process runs with (glibc, or jemalloc /
+tcmalloc in ``LD_PRELOAD``); each row names it. ``--allocators glibc
+tcmalloc`` measures them side by side: every run is one fresh process per
+allocator, each started with its library in ``LD_PRELOAD`` and
+``TBB_ENABLE_SANITIZERS=1`` (without it OpenVINO's TBB loads hwloc with
+``RTLD_DEEPBIND``, which frees the preloaded allocator's memory with
+glibc's ``free`` and kills the process; set here too when ``LD_PRELOAD``
+names an allocator). ``--runs N`` reports the median and min-max over N
+such runs, with a 4096^3 matmul timed alongside (``--matmul-size``).
+``--quick``: batch 1 only, for a re-run in a few minutes. Writes
 ``benchmarks/results/deploy_latency.json`` (with the table).
 """
 import argparse
+import glob
 import os
 import os.path as osp
 import sys
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,11 +39,13 @@ from common import (
     add_common_args,
     format_table,
     machine,
+    report_runs,
     setup,
     summarize,
     time_interleaved,
     write_json,
 )
+from flops_efficiency import matmul_fn
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MODELS = {
@@ -46,6 +56,15 @@ MODELS = {
                 'upernet_swin-t-p4-w7_8xb2-160k_ade20k-512x512.py'),
 }
 CALIB = 2  # random images: int8 speed does not depend on them
+PATHS = ('PyTorch eager fp32', 'PyTorch eager bf16 autocast',
+         'ONNX Runtime fp32', 'ONNX Runtime int8', 'OpenVINO f32',
+         'OpenVINO bf16', 'OpenVINO int8')
+# Debian's packages: libtcmalloc-minimal4, libjemalloc2.
+ALLOCATOR_LIBS = {'tcmalloc': ('libtcmalloc_minimal.so.4',
+                               'libtcmalloc.so.4'),
+                  'jemalloc': ('libjemalloc.so.2', )}
+LIB_DIRS = ('/usr/lib/*-linux-gnu', '/usr/lib64', '/usr/lib',
+            '/usr/local/lib')
 
 
 def allocator_label() -> str:
@@ -55,6 +74,26 @@ def allocator_label() -> str:
         if name in preload:
             return name
     return 'glibc'
+
+
+def allocator_env(name: str) -> Dict[str, Optional[str]]:
+    """Environment of a process that runs with allocator ``name``: its
+    library in ``LD_PRELOAD`` (glibc: none) and ``TBB_ENABLE_SANITIZERS``,
+    which makes oneTBB load hwloc without ``RTLD_DEEPBIND`` (see the module
+    docstring)."""
+    if name == 'glibc':
+        return {'LD_PRELOAD': None}
+    for lib in ALLOCATOR_LIBS[name]:
+        for folder in LIB_DIRS:
+            found = sorted(glob.glob(osp.join(folder, lib)))
+            if found:
+                return {'LD_PRELOAD': found[0], 'TBB_ENABLE_SANITIZERS': '1'}
+    package = dict(tcmalloc='libtcmalloc-minimal4',
+                   jemalloc='libjemalloc2')[name]
+    raise SystemExit(f'--allocators {name}: none of '
+                     f'{", ".join(ALLOCATOR_LIBS[name])} in '
+                     f'{", ".join(LIB_DIRS)}; install it (Debian: apt-get '
+                     f'install {package}) or leave {name} out')
 
 
 def prepare(key: str, cache: str):
@@ -88,8 +127,9 @@ def prepare(key: str, cache: str):
     return wrapper, files
 
 
-def paths(wrapper, files, threads: int) -> Dict[str, Callable]:
-    """Each runtime and precision as ``fn(images ndarray)``."""
+def paths(wrapper, files, threads: int,
+          wanted: Sequence[str] = PATHS) -> Dict[str, Callable]:
+    """Each runtime and precision of ``wanted`` as ``fn(images ndarray)``."""
     from mmswin.deploy.runtime import make_runner
 
     def eager(dtype):
@@ -99,17 +139,52 @@ def paths(wrapper, files, threads: int) -> Dict[str, Callable]:
                 return wrapper(torch.from_numpy(images))
         return run
 
-    runs = {'PyTorch eager fp32': eager('fp32'),
-            'PyTorch eager bf16 autocast': eager('bf16')}
+    runs = {label: eager(dtype) for label, dtype in (
+        ('PyTorch eager fp32', 'fp32'),
+        ('PyTorch eager bf16 autocast', 'bf16')) if label in wanted}
     for label, (path, backend, precision) in {
             'ONNX Runtime fp32': (files['fp32'], 'onnxruntime', 'fp32'),
             'ONNX Runtime int8': (files['ort_int8'], 'onnxruntime', 'fp32'),
             'OpenVINO f32': (files['fp32'], 'openvino', 'fp32'),
             'OpenVINO bf16': (files['fp32'], 'openvino', 'bf16'),
             'OpenVINO int8': (files['ov_int8'], 'openvino', 'fp32')}.items():
+        if label not in wanted:
+            continue
         runner = make_runner(path, backend, precision, threads)
         runs[label] = lambda images, r=runner: r(images=images)
     return runs
+
+
+def side_by_side(rows: Sequence[dict], allocators: Sequence[str]) -> str:
+    """One line per (model, input, path) with each allocator's median
+    seconds (min-max over the runs) and the speed-up of each over the
+    first allocator's median (``rows`` from ``spread_over_runs``)."""
+    cells: Dict[tuple, Dict[str, dict]] = {}
+    for row in rows:
+        key = (row['model'], row['input'], row['path'])
+        cells.setdefault(key, {})[row['allocator']] = row['median_s']
+    lines = []
+    for key, by_alloc in cells.items():
+        first = by_alloc.get(allocators[0])
+        line = list(key)
+        for name in allocators:
+            t = by_alloc.get(name)
+            line.append(f"{t['median']:.3g} ({t['min']:.3g}-{t['max']:.3g})"
+                        if t else '-')
+        line += [first['median'] / by_alloc[name]['median']
+                 if first and by_alloc.get(name) else None
+                 for name in allocators[1:]]
+        lines.append(line)
+    return format_table(
+        ['model', 'input', 'path', *[f'{a} s (min-max)' for a in allocators],
+         *[f'{a} speed-up vs {allocators[0]}' for a in allocators[1:]]],
+        lines)
+
+
+def _cells(row: dict) -> list:
+    return [row['model'], row['input'], row['path'], row['allocator'],
+            row['median_s'], f"{row['min_s']:.3g}-{row['max_s']:.3g}",
+            row['x_pytorch_fp32'], row['gflops_per_s']]
 
 
 def main(argv=None) -> dict:
@@ -117,6 +192,9 @@ def main(argv=None) -> dict:
     parser.add_argument('--models', nargs='+', choices=sorted(MODELS),
                         default=sorted(MODELS))
     parser.add_argument('--batches', type=int, nargs='+', default=[1, 4])
+    parser.add_argument('--paths', nargs='+', choices=PATHS, default=PATHS,
+                        metavar='PATH', help='runtimes and precisions to '
+                        f'time (default all: {", ".join(PATHS)})')
     parser.add_argument('--quick', action='store_true',
                         help='batch 1 only')
     parser.add_argument('--cache', default=osp.join(ROOT, 'work_dirs',
@@ -124,7 +202,34 @@ def main(argv=None) -> dict:
                         help='folder of the cached exports')
     parser.add_argument('--allocator', default=None,
                         help='label (default: from LD_PRELOAD)')
+    parser.add_argument('--allocators', nargs='+', default=None,
+                        choices=['glibc', *ALLOCATOR_LIBS],
+                        help='measure each allocator in its own processes '
+                        '(LD_PRELOAD), side by side')
+    parser.add_argument('--matmul-size', type=int, default=4096,
+                        help='side of the reference matmul timed alongside '
+                        '(0: none)')
     args = add_common_args(parser, repeats=3).parse_args(argv)
+    if 'PyTorch eager fp32' not in args.paths:
+        args.paths = ['PyTorch eager fp32', *args.paths]  # the baseline
+    if args.allocators or args.runs > 1:
+        allocators = args.allocators or [args.allocator or allocator_label()]
+        variants = ([allocator_env(a) for a in args.allocators]
+                    if args.allocators else [{}])
+        payload = report_runs(
+            'deploy_latency', __file__, argv, args,
+            ['x_pytorch_fp32'], keys=('model', 'input', 'allocator', 'path'),
+            variants=variants, strip=('--allocators', ))
+        if len(allocators) > 1:
+            payload['side_by_side'] = side_by_side(payload['rows'],
+                                                   allocators)
+            payload['table'] += '\n\n' + payload['side_by_side']
+            print(payload['side_by_side'])
+            print('wrote', write_json('deploy_latency', payload, args.out))
+        return payload
+    if allocator_label() != 'glibc':
+        # Before OpenVINO starts TBB: see the module docstring.
+        os.environ.setdefault('TBB_ENABLE_SANITIZERS', '1')
     device = setup(args)
     if device.type != 'cpu':  # make bench --device cuda: nothing to time
         table = 'deploy_latency measures the CPU; skipped on ' + args.device
@@ -135,35 +240,39 @@ def main(argv=None) -> dict:
         return dict(table=table)
     allocator = args.allocator or allocator_label()
     batches = [1] if args.quick else args.batches
-    rows: List[list] = []
-    results = []
+    rows: List[dict] = []
+    headers = ['model', 'input', 'path', 'allocator', 'median s',
+               'min-max s', 'x PyTorch fp32', 'GFLOP/s']
     for key in args.models:
         spec = MODELS[key]
         wrapper, files = prepare(key, args.cache)
-        runs = paths(wrapper, files, args.threads)
+        runs = paths(wrapper, files, args.threads, args.paths)
         for batch in batches:
             images = np.random.default_rng(1).uniform(
                 0, 255, (batch, 3, *spec['size'])).astype(np.float32)
-            times = time_interleaved(
-                {label: (lambda fn=fn, x=images: fn(x)) for label, fn in
-                 runs.items()}, device, args.repeats, args.warmup)
+            timed = {label: (lambda fn=fn, x=images: fn(x))
+                     for label, fn in runs.items()}
+            if args.matmul_size:
+                mm, mm_flops = matmul_fn(device, args.matmul_size)
+                timed[f'matmul {args.matmul_size}^3'] = mm
+            times = time_interleaved(timed, device, args.repeats,
+                                     args.warmup)
             base = summarize(times['PyTorch eager fp32'])['median_s']
             for label, t in times.items():
-                s = summarize(t)
-                wall = t['wall']
-                results.append(dict(model=spec['name'], batch=batch,
-                                    path=label, allocator=allocator, **s))
-                rows.append([spec['name'], f'{batch}x3x{spec["size"][0]}x'
-                             f'{spec["size"][1]}', label, allocator,
-                             s['median_s'], f'{min(wall):.3g}-'
-                             f'{max(wall):.3g}', base / s['median_s']])
-            print(format_table(['model', 'input', 'path', 'allocator',
-                                'median s', 'min-max s', 'x PyTorch fp32'],
-                               rows[-len(times):]), flush=True)
-    table = format_table(['model', 'input', 'path', 'allocator', 'median s',
-                          'min-max s', 'x PyTorch fp32'], rows)
+                stats = summarize(t)
+                is_mm = label.startswith('matmul')
+                rows.append(dict(
+                    model=spec['name'], batch=batch, path=label,
+                    input=f'{batch}x3x{spec["size"][0]}x{spec["size"][1]}',
+                    allocator=allocator, **stats, max_s=max(t['wall']),
+                    x_pytorch_fp32=None if is_mm else base / stats['median_s'],
+                    gflops_per_s=mm_flops / stats['median_s'] / 1e9 if is_mm
+                    else None))
+            print(format_table(headers, [_cells(r) for r in
+                                         rows[-len(times):]]), flush=True)
+    table = format_table(headers, [_cells(r) for r in rows])
     payload = dict(benchmark='deploy_latency', machine=machine(device),
-                   args=vars(args), allocator=allocator, rows=results,
+                   args=vars(args), allocator=allocator, rows=rows,
                    table=table)
     print(table)
     print('wrote', write_json('deploy_latency', payload, args.out))

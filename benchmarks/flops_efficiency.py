@@ -2,13 +2,15 @@
 practical limit: a large matmul timed in the same run.
 
     python benchmarks/flops_efficiency.py [--device cuda] [--dtype all]
+        [--runs 3]
 
 The work of a forward is counted once per size by
 ``torch.utils.flop_counter.FlopCounterMode`` on mmswin's math-attention
 path (linears, convolution and the attention matmuls; padded windows'
 attention included, padded tokens' MLP not, since no implementation needs
 them); every implementation is credited with that same work, so the
-fractions compare speed, not bookkeeping. Writes
+fractions compare speed, not bookkeeping. ``--runs N`` repeats everything
+in N fresh processes and reports the median and min-max over them. Writes
 ``benchmarks/results/flops_efficiency.json``.
 """
 import argparse
@@ -24,6 +26,7 @@ from common import (
     format_table,
     machine,
     parse_size,
+    report_runs,
     setup,
     size_name,
     summarize,
@@ -59,6 +62,9 @@ def main(argv=None) -> dict:
                         help='side of the reference matmul (default 4096 '
                         'on CPU, 8192 on CUDA)')
     args = add_common_args(parser).parse_args(argv)
+    if args.runs > 1:
+        return report_runs('flops_efficiency', __file__, argv, args,
+                           ['fraction_of_matmul'])
     device = setup(args)
     side = args.matmul_size or (8192 if device.type == 'cuda' else 4096)
     names = list(dict.fromkeys(['mmswin-math', *args.impls]))

@@ -1,13 +1,16 @@
 """Run every benchmark in turn (``make bench``) and write a summary.
 
     python benchmarks/run_all.py [--device cuda] [--dtype all] [--quick]
+        [--runs N]
 
 Each benchmark writes its own JSON under ``benchmarks/results/``; this
 script adds ``summary.md`` there with every table and the machine, the
 Markdown that docs/en/advanced_guides/performance.md quotes; a busy machine
 (load above the core count, an unstable matmul rate) gets a warning on
-stderr and atop the summary. ``--quick`` runs
-small sizes with two repeats, to check that everything works.
+stderr and atop the summary. ``--runs N`` (default 3, 1 with
+``--quick``) runs each benchmark N times in fresh processes and reports
+the median and min-max over them. ``--quick`` runs small sizes with two
+repeats, to check that everything works.
 """
 import argparse
 import json
@@ -16,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from common import RESULTS_DIR, busy_warnings
+from common import RESULTS_DIR, busy_warnings, is_matmul
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUICK = {
@@ -40,12 +43,18 @@ def main(argv=None) -> int:
                         help="default: 'all' on CUDA (fp32 and bf16), "
                         "'fp32' on CPU")
     parser.add_argument('--quick', action='store_true')
+    parser.add_argument('--runs', type=int, default=None,
+                        help='fresh processes per benchmark (default 3; '
+                        '1 with --quick)')
     parser.add_argument('--only', nargs='+', choices=ORDER, default=ORDER)
     args = parser.parse_args(argv)
     dtype = args.dtype or ('all' if args.device.startswith('cuda')
                            else 'fp32')
+    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
+    if runs < 1:
+        raise SystemExit(f'--runs must be >= 1, got {runs}')
     common = ['--device', args.device, '--threads', args.threads,
-              '--dtype', dtype]
+              '--dtype', dtype, '--runs', str(runs)]
     os.makedirs(RESULTS_DIR, exist_ok=True)
     command = ' '.join(['python benchmarks/run_all.py', *(argv or
                                                            sys.argv[1:])])
@@ -69,10 +78,10 @@ def main(argv=None) -> int:
             continue
         with open(out) as f:
             payload = json.load(f)
-        loads.append(payload['machine'].get('load_1min', 0.0))
-        matmul_spreads += [r['spread'] for r in payload['rows']
-                           if str(r.get('impl', '')).startswith('matmul')
-                           and 'spread' in r]
+        for run in payload.get('runs', [payload]):  # each process
+            loads.append(run['machine'].get('load_1min', 0.0))
+            matmul_spreads += [r['spread'] for r in run['rows']
+                               if is_matmul(r) and 'spread' in r]
         if len(sections) == 2:
             sections[1:1] = [f"Machine: {payload['machine']}", '']
         sections += [f'### {script} ({time.time() - start:.0f} s)', '',

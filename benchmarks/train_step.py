@@ -1,13 +1,16 @@
 """Training step (forward + backward) time and peak memory of the backbone:
 mmswin vs mmdet's ``SwinTransformer``, with and without ``with_cp``.
 
-    python benchmarks/train_step.py [--device cuda] [--dtype all]
+    python benchmarks/train_step.py [--device cuda] [--dtype all] [--runs 3]
 
 Same Swin-T weights, train mode, drop-path off; the loss is the mean
 square of every output, so each output gets a dense gradient. Times are
-interleaved medians; peak memory is measured in a separate untimed step
-(tensor bytes above those alive before the step: the CUDA allocator's peak,
-or on CPU the profiler's allocation events). Writes
+interleaved medians, with a 4096^3 matmul timed in the same repeats (its
+GFLOP/s is the machine's speed at the time; ``--matmul-size 0`` leaves it
+out); peak memory is measured in a separate untimed step (tensor bytes
+above those alive before the step: the CUDA allocator's peak, or on CPU
+the profiler's allocation events). ``--runs N`` repeats everything in N
+fresh processes and reports the median and min-max over them. Writes
 ``benchmarks/results/train_step.json``.
 """
 import argparse
@@ -24,12 +27,14 @@ from common import (
     machine,
     parse_size,
     peak_memory_bytes,
+    report_runs,
     setup,
     size_name,
     summarize,
     time_interleaved,
     write_json,
 )
+from flops_efficiency import matmul_fn
 
 SIZES = ['1x3x800x1344', '2x3x512x512']
 IMPLS = ('mmswin-sdpa', 'mmdet')
@@ -57,7 +62,14 @@ def main(argv=None) -> dict:
     parser.add_argument('--impls', nargs='+', default=list(IMPLS),
                         choices=['mmswin-sdpa', 'mmswin-math',
                                  'mmswin-plain', 'mmdet'])
+    parser.add_argument('--matmul-size', type=int, default=4096,
+                        help='side of the reference matmul timed alongside '
+                        '(0: none)')
     args = add_common_args(parser).parse_args(argv)
+    if args.runs > 1:
+        return report_runs('train_step', __file__, argv, args,
+                           ['speedup_vs_mmdet', 'peak_mib',
+                            'memory_vs_mmdet'])
     device = setup(args)
     models: Dict[str, torch.nn.Module] = {}
     for with_cp in (False, True):
@@ -71,7 +83,11 @@ def main(argv=None) -> dict:
             x = torch.randn(*size, device=device)
             steps = {name: train_step_fn(model, x, device, dtype_name)
                      for name, model in models.items()}
-            times = time_interleaved(steps, device, args.repeats,
+            timed = dict(steps)
+            if args.matmul_size:
+                mm, mm_flops = matmul_fn(device, args.matmul_size)
+                timed[f'matmul {args.matmul_size}^3'] = mm
+            times = time_interleaved(timed, device, args.repeats,
                                      args.warmup)
             base = summarize(times['mmdet'])['median_s'] if 'mmdet' in \
                 times else None
@@ -89,13 +105,21 @@ def main(argv=None) -> dict:
             for row in rows[-len(steps):]:
                 row['memory_vs_mmdet'] = (row['peak_mib'] * 2**20 / base_mem
                                           if base_mem else None)
+            if args.matmul_size:
+                stats = summarize(times[f'matmul {args.matmul_size}^3'])
+                rows.append(dict(
+                    impl=f'matmul {args.matmul_size}^3', size=size_name(size),
+                    dtype=dtype_name, **stats, peak_mib=None,
+                    speedup_vs_mmdet=None, memory_vs_mmdet=None,
+                    gflops_per_s=mm_flops / stats['median_s'] / 1e9))
             print(f'done {size_name(size)} {dtype_name}', file=sys.stderr)
     table = format_table(
         ['size', 'dtype', 'impl', 'median s', 'speed-up vs mmdet', 'spread',
-         'CPU s', 'peak MiB', 'memory vs mmdet'],
+         'CPU s', 'peak MiB', 'memory vs mmdet', 'GFLOP/s'],
         [(r['size'], r['dtype'], r['impl'], r['median_s'],
           r['speedup_vs_mmdet'], r['spread'], r['cpu_median_s'],
-          r['peak_mib'], r['memory_vs_mmdet']) for r in rows])
+          r['peak_mib'], r['memory_vs_mmdet'], r.get('gflops_per_s'))
+         for r in rows])
     print(table)
     payload = dict(benchmark='train_step', machine=machine(device),
                    args=vars(args), rows=rows, table=table)

@@ -1,14 +1,17 @@
 """Whole-model inference, seconds per image: mmswin's configs vs mmdet's and
 mmseg's own Swin configs.
 
-    python benchmarks/whole_model.py [--device cuda] [--dtype all]
+    python benchmarks/whole_model.py [--device cuda] [--dtype all] [--runs 3]
 
 Mask R-CNN Swin-T on one 800x1333 image and UperNet Swin-T on one 512x512
 image, each through ``model.test_step`` (data preprocessor, backbone, neck,
 heads, post-processing). Random weights (no checkpoint is loaded), but the
 same ones in both models: mmswin's model loads the OpenMMLab model's
 weights, its backbone through ``from_openmmlab``, so both do the same work
-(the same proposals and detections). Writes
+(the same proposals and detections). A 4096^3 matmul is timed in the same
+interleaved repeats (``--matmul-size``; 0 leaves it out): its GFLOP/s is
+the machine's speed at the time. ``--runs N`` repeats everything in N
+fresh processes and reports the median and min-max over them. Writes
 ``benchmarks/results/whole_model.json``.
 """
 import argparse
@@ -24,11 +27,13 @@ from common import (
     dtype_names,
     format_table,
     machine,
+    report_runs,
     setup,
     summarize,
     time_interleaved,
     write_json,
 )
+from flops_efficiency import matmul_fn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,7 +112,13 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--models', nargs='+', default=list(PAIRS),
                         choices=list(PAIRS))
+    parser.add_argument('--matmul-size', type=int, default=4096,
+                        help='side of the reference matmul timed alongside '
+                        '(0: none)')
     args = add_common_args(parser).parse_args(argv)
+    if args.runs > 1:
+        return report_runs('whole_model', __file__, argv, args, ['speedup'],
+                           keys=('model', 'dtype', 'config'))
     device = setup(args)
     rows: List[dict] = []
     for title in args.models:
@@ -127,21 +138,29 @@ def main(argv=None) -> dict:
                 with torch.no_grad(), autocast(device, dtype_name):
                     return model.test_step(batch)
 
-            times = time_interleaved(
-                {name: (lambda m=m: run(m)) for name, m in models.items()},
-                device, args.repeats, args.warmup)
+            timed = {name: (lambda m=m: run(m)) for name, m in models.items()}
+            if args.matmul_size:
+                mm, mm_flops = matmul_fn(device, args.matmul_size)
+                timed[f'matmul {args.matmul_size}^3'] = mm
+            times = time_interleaved(timed, device, args.repeats,
+                                     args.warmup)
             base = summarize(times[f"{pair['scope']} config"])['median_s']
             for name, runs in times.items():
                 stats = summarize(runs)
-                rows.append(dict(model=title, config=name, dtype=dtype_name,
-                                 **stats, seconds_per_image=stats['median_s'],
-                                 speedup=base / stats['median_s']))
+                is_mm = name.startswith('matmul')
+                rows.append(dict(
+                    model=title, config=name, dtype=dtype_name, **stats,
+                    seconds_per_image=None if is_mm else stats['median_s'],
+                    speedup=None if is_mm else base / stats['median_s'],
+                    gflops_per_s=mm_flops / stats['median_s'] / 1e9 if is_mm
+                    else None))
             print(f'done {title} {dtype_name}', file=sys.stderr)
     table = format_table(
         ['model', 'dtype', 'config', 's / image', 'speed-up', 'spread',
-         'CPU s'],
+         'CPU s', 'GFLOP/s'],
         [(r['model'], r['dtype'], r['config'], r['seconds_per_image'],
-          r['speedup'], r['spread'], r['cpu_median_s']) for r in rows])
+          r['speedup'], r['spread'], r['cpu_median_s'], r['gflops_per_s'])
+         for r in rows])
     print(table)
     payload = dict(benchmark='whole_model', machine=machine(device),
                    args=vars(args), rows=rows, table=table)

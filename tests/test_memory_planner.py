@@ -99,7 +99,8 @@ def test_planner_within_10_percent_of_measured_peak(planner, what, with_cp):
 def test_sharding_divides_what_each_scheme_shards(planner, monkeypatch):
     traced = planner.Trace(params=800, grads=400, optim=1600,
                            activations=3000, largest_group=10)
-    monkeypatch.setattr(planner, 'trace', lambda *args: traced)
+    monkeypatch.setattr(planner, 'trace', lambda cfg, batch, settings: {
+        setting: traced for setting in settings})
     args = planner.parse_args(['cfg.py'])
     table = {r.name: r for r in planner.rows(None, 8, 2, args)}
     assert table['fp32'] == ('fp32', 800, 400, 1600, 3000)
@@ -120,3 +121,23 @@ def test_zero_and_fsdp_flags_exclude_each_other(planner, capsys):
         planner.parse_args(['cfg.py', '--zero', '1', '--fsdp'])
     assert '--zero 1 and --fsdp exclude each other' in capsys.readouterr(
     ).err
+
+
+def test_settings_traced_on_one_model_equal_separate_traces(planner):
+    """rows() traces every setting on one model after one warm-up step:
+    each must equal a trace of that setting alone on a fresh model."""
+    def backbone(with_cp: bool):
+        with torch.device('meta'):
+            return SwinTransformer(
+                arch=dict(embed_dims=16, depths=(1, 1, 1, 1),
+                          num_heads=(1, 1, 2, 2)), window_size=4,
+                cpu_fast_path=False, with_cp=with_cp, drop_path_rate=0.)
+
+    shape, settings = (1, 3, 64, 96), [(True, True), (False, False)]
+    together = planner.trace_steps(backbone(True), shape, _backbone_loss,
+                                   dict(OPTIM), settings)
+    alone = [planner.trace_step(backbone(cp), shape, _backbone_loss,
+                                dict(OPTIM), amp=amp)
+             for amp, cp in settings]
+    assert together == alone
+    assert alone[0] != alone[1]  # the settings differ

@@ -23,7 +23,7 @@ parameter name, and resumes on any number of processes.
 """
 import re
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import mmengine
 import torch
@@ -33,6 +33,7 @@ from mmengine._strategy import DDPStrategy
 from mmengine.device import get_device
 from mmengine.dist import is_distributed, is_main_process
 from mmengine.model import is_model_wrapper
+from mmengine.optim import BaseOptimWrapper
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
 from ..models.layers import SwinStage
@@ -100,6 +101,20 @@ class FSDP2Strategy(DDPStrategy):
         if not is_distributed() and not torch.cuda.is_available():
             dist.init_process_group('gloo')
         super()._setup_distributed(launcher, backend, **kwargs)
+
+    def build_optim_wrapper(self, optim_wrapper: Union[dict, BaseOptimWrapper],
+                            model: Optional[nn.Module] = None
+                            ) -> BaseOptimWrapper:
+        """mmengine's ``build_optim_wrapper``, with a one-line error for
+        mmengine's ``AmpOptimWrapper`` without CUDA (it asserts there)."""
+        if (isinstance(optim_wrapper, dict)
+                and optim_wrapper.get('type') == 'AmpOptimWrapper'
+                and not torch.cuda.is_available()):
+            raise ValueError(
+                "optim_wrapper type 'AmpOptimWrapper' needs CUDA; on CPU "
+                "use optim_wrapper.type='mmswin.AutocastOptimWrapper' "
+                '(bfloat16 autocast)')
+        return super().build_optim_wrapper(optim_wrapper, model)
 
     def shard_groups(self, model: nn.Module) -> List[nn.Module]:
         """The modules that get a ``fully_shard`` of their own, in the

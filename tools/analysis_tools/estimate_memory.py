@@ -8,7 +8,8 @@ memory settings fit a GPU.
 Nothing is allocated: the model is built on the meta device, turned into
 fake tensors (``FakeTensorMode``) and one training step (forward,
 backward, AdamW step, after a first step that creates the optimizer
-state) is traced by torch's ``MemTracker``, which follows every tensor's
+state; one model and one first step serve every setting asked for) is
+traced by torch's ``MemTracker``, which follows every tensor's
 storage as it is created and freed and reports the peak by kind:
 parameters, gradients, optimizer state, activations (plus temporaries).
 Mixed precision is traced under autocast (bfloat16), ``with_cp`` with the
@@ -44,6 +45,7 @@ from typing import (
     List,
     NamedTuple,
     Optional,
+    Sequence,
     Tuple,
 )
 
@@ -217,43 +219,65 @@ def _segmentor_loss(model, x: torch.Tensor) -> torch.Tensor:
     return loss
 
 
-def trace_step(model, input_shape: Tuple[int, ...], loss_fn: Callable,
-               optim_cfg: dict, amp: bool = False) -> Trace:
+def trace_steps(model, input_shape: Tuple[int, ...], loss_fn: Callable,
+                optim_cfg: dict,
+                settings: Sequence[Tuple[bool, Optional[bool]]]
+                ) -> List[Trace]:
     """Trace one steady-state training step of ``model`` (built on the
-    meta device) on a fake input of ``input_shape``: ``loss_fn(model, x)``
-    (under bfloat16 autocast with ``amp``), backward, optimizer step
-    through an mmengine optim wrapper built from ``optim_cfg``."""
+    meta device) per ``(amp, with_cp)`` setting on a fake input of
+    ``input_shape``: ``loss_fn(model, x)`` (under bfloat16 autocast with
+    ``amp``, with the Swin stages' ``with_cp`` set unless it is None),
+    backward, optimizer step through an mmengine optim wrapper built from
+    ``optim_cfg``. One model and one warm-up step serve every setting: a
+    traced step leaves the state it found (parameters, optimizer state, no
+    gradients), so each setting is traced as if it ran alone."""
     from mmengine.optim import build_optim_wrapper
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.distributed._tools.mem_tracker import MemTracker
+    traces = []
     with FakeTensorMode(allow_non_fake_inputs=True):
         model = model.to_empty(device='cpu')  # fake parameters
         model.train()
         wrapper = build_optim_wrapper(model, optim_cfg)
         x = torch.randn(*input_shape)
 
-        def step() -> None:
+        def step(amp: bool, with_cp: Optional[bool]) -> None:
+            if with_cp is not None:
+                for module in model.modules():
+                    if type(module).__name__ == 'SwinStage':
+                        module.with_cp = with_cp
             with torch.autocast('cpu', dtype=torch.bfloat16, enabled=amp):
                 loss = loss_fn(model, x)
             wrapper.update_params(loss)
 
-        step()  # creates the optimizer state
-        tracker = MemTracker()
-        tracker.track_external(model, wrapper.optimizer)
-        with tracker:
-            step()
-        peak = tracker.get_tracker_snapshot('peak')[torch.device('cpu')]
-    params, grads, optim = (peak.get(k, 0) for k in (
-        'Parameter', 'Gradient', 'Optstate'))
-    return Trace(params, grads, optim,
-                 peak['Total'] - params - grads - optim,
-                 _largest_group(model))
+        step(*settings[0])  # creates the optimizer state
+        for amp, with_cp in settings:
+            tracker = MemTracker()
+            tracker.track_external(model, wrapper.optimizer)
+            with tracker:
+                step(amp, with_cp)
+            peak = tracker.get_tracker_snapshot('peak')[torch.device('cpu')]
+            params, grads, optim = (peak.get(k, 0) for k in (
+                'Parameter', 'Gradient', 'Optstate'))
+            traces.append(Trace(params, grads, optim,
+                                peak['Total'] - params - grads - optim,
+                                _largest_group(model)))
+    return traces
 
 
-def trace(cfg, batch: int, amp: bool, with_cp: bool) -> Trace:
-    """Trace one steady-state training step of ``cfg``'s model."""
+def trace_step(model, input_shape: Tuple[int, ...], loss_fn: Callable,
+               optim_cfg: dict, amp: bool = False) -> Trace:
+    """:func:`trace_steps` for one setting (the model's own ``with_cp``)."""
+    return trace_steps(model, input_shape, loss_fn, optim_cfg,
+                       [(amp, None)])[0]
+
+
+def trace(cfg, batch: int, settings: Sequence[Tuple[bool, bool]]
+          ) -> Dict[Tuple[bool, bool], Trace]:
+    """Trace one steady-state training step of ``cfg``'s model per
+    ``(amp, with_cp)`` setting."""
     cfg = cfg.copy()
-    cfg.model.backbone.with_cp = with_cp
+    cfg.model.backbone.with_cp = settings[0][1]
     cfg.model.backbone.cpu_fast_path = False  # the GPU's path
     height, width = training_size(cfg)
     optim_cfg = dict(cfg.optim_wrapper, type='OptimWrapper')
@@ -266,8 +290,9 @@ def trace(cfg, batch: int, amp: bool, with_cp: bool) -> Trace:
     else:
         def loss_fn(model, x):
             return _detector_loss(model, x, cfg)
-    return trace_step(build_meta_model(cfg), (batch, 3, height, width),
-                      loss_fn, optim_cfg, amp)
+    traced = trace_steps(build_meta_model(cfg), (batch, 3, height, width),
+                         loss_fn, optim_cfg, settings)
+    return dict(zip(settings, traced))
 
 
 def _largest_group(model) -> int:
@@ -283,14 +308,7 @@ def _largest_group(model) -> int:
 
 def rows(cfg, gpus: int, batch: int, args) -> List[Row]:
     """The memory settings the flags ask for, bytes per GPU each."""
-    traces: Dict[Tuple[bool, bool], Trace] = {}
-
-    def get(amp: bool, cp: bool) -> Trace:
-        if (amp, cp) not in traces:
-            traces[amp, cp] = trace(cfg, batch, amp, cp)
-        return traces[amp, cp]
-
-    out = []
+    wanted = []
     for shard, amp, cp in itertools.product(('ddp', 'zero1', 'fsdp'),
                                             (False, True), (False, True)):
         if (args.amp and not amp) or (args.with_cp and not cp) or (
@@ -299,7 +317,12 @@ def rows(cfg, gpus: int, batch: int, args) -> List[Row]:
             continue
         if shard == 'fsdp' and not cp:
             continue  # the strategy checkpoints every block
-        t = get(amp, cp)
+        wanted.append((shard, amp, cp))
+    traces = trace(cfg, batch, list(dict.fromkeys(
+        (amp, cp) for _, amp, cp in wanted)))
+    out = []
+    for shard, amp, cp in wanted:
+        t = traces[amp, cp]
         name = '+'.join(['fp32' if not amp else 'amp'] + (['cp'] if cp else [])
                         + ([shard] if shard != 'ddp' else []))
         if shard == 'ddp':

@@ -342,3 +342,60 @@ def test_openvino_runs_with_tcmalloc_preloaded():
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == '6.0'
+
+
+FAKE_PYTHON = '''#!/usr/bin/env python3
+import json, os, sys
+argv = sys.argv[1:]
+with open(os.environ['CALLS'], 'a') as f:
+    f.write(json.dumps(argv) + '\\n')
+if os.environ.get('WRITE_JSON'):
+    with open(argv[argv.index('--out') + 1], 'w') as f:
+        json.dump({}, f)
+print('| table of', os.path.basename(argv[0]), '|')
+print('wrote', argv[argv.index('--out') + 1])
+'''
+
+
+@pytest.mark.parametrize('write_json', [True, False])
+def test_remeasure_script_runs_each_step_with_three_runs(write_json, tmp_path,
+                                                         monkeypatch):
+    """benchmarks/remeasure_summary.sh all: every step in order, with
+    --runs 3 and arguments its benchmark's parser accepts; a step's
+    Markdown is written only where its JSON was (a dry run leaves earlier
+    results alone)."""
+    fake = tmp_path / 'python'
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    calls = tmp_path / 'calls.jsonl'
+    env = dict(os.environ, PYTHON=str(fake), CALLS=str(calls),
+               BENCH_RESULTS=str(tmp_path), WRITE_JSON='1' if write_json
+               else '')
+    script = osp.join(ROOT, 'benchmarks', 'remeasure_summary.sh')
+    done = subprocess.run(['bash', script, 'all'], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    argvs = [json.loads(line) for line in calls.read_text().splitlines()]
+    steps = ['forward_small', 'forward_large', 'train_step', 'whole_model',
+             'allocators']
+    assert [osp.basename(a[0]) for a in argvs] == [
+        'backbone_latency.py', 'backbone_latency.py', 'train_step.py',
+        'whole_model.py', 'deploy_latency.py']
+    for step, argv in zip(steps, argvs):
+        assert argv[argv.index('--runs') + 1] == '3'
+        assert argv[-1] == str(tmp_path / f'remeasure_{step}.json')
+        md = tmp_path / f'remeasure_{step}.md'
+        assert md.exists() == write_json
+        if write_json:
+            assert md.read_text() == f'| table of {osp.basename(argv[0])} |\n'
+        # The real parser accepts the arguments (--runs 3 hands over to
+        # report_runs right after parsing: stopped there).
+        module = importlib.import_module(osp.basename(argv[0])[:-3])
+        with monkeypatch.context() as m:
+            m.setattr(module, 'report_runs',
+                      lambda *a, **k: dict(parsed=True, rows=[], table=''))
+            assert module.main(argv[1:])['parsed']
+    bad = subprocess.run(['bash', script, 'everything'], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert "usage: " in bad.stderr and "got 'everything'" in bad.stderr

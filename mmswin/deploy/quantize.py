@@ -28,6 +28,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .signal_stack import keep_signal_stack
+
 QUANTIZERS = {'openvino': '.xml', 'onnxruntime': '.onnx'}
 # ONNX op types ONNX Runtime quantises: the matmuls and convolutions.
 ORT_OP_TYPES = ('MatMul', 'Gemm', 'Conv')
@@ -108,8 +110,9 @@ def quantize_openvino(model_file: str, feeds: List[Dict[str, np.ndarray]],
     if ignored_types:
         kwargs['ignored_scope'] = nncf.IgnoredScope(
             types=list(ignored_types), validate=False)
-    quantized = nncf.quantize(model, nncf.Dataset(feeds),
-                              subset_size=len(feeds), **kwargs)
+    with keep_signal_stack():  # NNCF compiles the model to calibrate
+        quantized = nncf.quantize(model, nncf.Dataset(feeds),
+                                  subset_size=len(feeds), **kwargs)
     # Keep the weights' fp32 values where not quantised (save_model would
     # store them in fp16 by default).
     ov.save_model(quantized, out, compress_to_fp16=False)

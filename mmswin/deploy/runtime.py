@@ -16,6 +16,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .signal_stack import keep_signal_stack
+
 BACKENDS = ('onnxruntime', 'openvino')
 PRECISIONS = ('fp32', 'bf16')
 # OpenVINO's names for the inference precision hint.
@@ -32,8 +34,9 @@ def _openvino_capabilities() -> Optional[List[str]]:
         import openvino as ov
     except ImportError:
         return None
-    return [str(c) for c in ov.Core().get_property(
-        'CPU', 'OPTIMIZATION_CAPABILITIES')]
+    with keep_signal_stack():  # the query loads the CPU plugin
+        return [str(c) for c in ov.Core().get_property(
+            'CPU', 'OPTIMIZATION_CAPABILITIES')]
 
 
 def _cpuinfo_flags(path: str = '/proc/cpuinfo') -> Optional[set]:
@@ -147,8 +150,9 @@ class _OpenVinoNamedRunner(Runner):
         if threads:
             config['INFERENCE_NUM_THREADS'] = threads
         core = ov.Core()
-        self.model = core.compile_model(core.read_model(model_file), 'CPU',
-                                        config)
+        with keep_signal_stack():
+            self.model = core.compile_model(core.read_model(model_file),
+                                            'CPU', config)
         self.input_names = [p.get_any_name() for p in self.model.inputs]
         self.output_names = [p.get_any_name() for p in self.model.outputs]
         self._request = self.model.create_infer_request()

@@ -7,14 +7,21 @@
 #
 #   bash benchmarks/remeasure_summary.sh [summary|allocators|all]
 #
-# summary (default, ~21 min on the quiet 2-core AMD EPYC):
+# Estimated durations on the quiet 2-core AMD EPYC (each step's quiet
+# per-repeat times from performance.md plus its start-up, from 1-repeat
+# trials on the loaded machine, scaled by the matmul's slow-down there):
+# summary (default, ~19 min, 16-23):
 #   1. backbone forward 2x3x512x512 and 8x3x224x224: mmswin, mmdet, HF
-#   2. backbone forward 1x3x1600x2688: mmswin, mmdet, HF
-#   3. train step 1x3x800x1344 and 2x3x512x512, with and without with_cp
+#      (~3 min)
+#   2. backbone forward 1x3x1600x2688: mmswin, mmdet, HF (~5 min)
+#   3. train step 1x3x800x1344 and 2x3x512x512, with and without with_cp,
+#      peak memory (~7.5 min)
 #   4. Mask R-CNN (800x1333) and UperNet (512x512) whole-model inference
-# allocators (~5 min): Swin-T + FPN at 1x3x800x1344, PyTorch fp32/bf16 and
-#   OpenVINO f32/int8, glibc and tcmalloc side by side (needs Debian's
-#   libtcmalloc-minimal4).
+#      (~3.5 min)
+# allocators (~4.5 min): Swin-T + FPN at 1x3x800x1344, PyTorch fp32/bf16
+#   and OpenVINO f32/int8, glibc and tcmalloc side by side, 3 processes
+#   each (needs Debian's libtcmalloc-minimal4 and the cached exports in
+#   work_dirs/deploy_latency/, else the first run exports, ~3 min more).
 #
 # Each step writes benchmarks/results/remeasure_<step>.json (every run's
 # rows, the spread rows, the table) and .md (the table), and prints its
@@ -23,7 +30,7 @@
 # mmdet's) warms every model up, hence --warmup 0 at 1600x2688.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
+PY=${PYTHON:-$(tools/find_python.sh)}  # an activated env, else .venv
 OUT=${BENCH_RESULTS:-benchmarks/results}
 part=${1:-summary}
 case $part in
@@ -56,10 +63,10 @@ if [ "$part" != allocators ]; then
         --repeats 5 --warmup 1
     step forward_large benchmarks/backbone_latency.py \
         --sizes 1x3x1600x2688 --impls mmswin-sdpa mmdet hf \
-        --repeats 3 --warmup 0
+        --repeats 2 --warmup 0
     step train_step benchmarks/train_step.py \
-        --sizes 1x3x800x1344 2x3x512x512 --repeats 2 --warmup 1
-    step whole_model benchmarks/whole_model.py --repeats 3 --warmup 1
+        --sizes 1x3x800x1344 2x3x512x512 --repeats 1 --warmup 1
+    step whole_model benchmarks/whole_model.py --repeats 2 --warmup 1
 fi
 if [ "$part" != summary ]; then
     step allocators benchmarks/deploy_latency.py --models det --quick \

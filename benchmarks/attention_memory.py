@@ -3,7 +3,7 @@ N x N tensors take (N = window_size**2 tokens): the position-bias mask
 expanded per window, the logits, the softmax and their gradients.
 
     python benchmarks/attention_memory.py [--arch giant] [--size 1536]
-        [--batch 1] [--window 16] [--amp] [--with-cp]
+        [--batch 1] [--window 16] [--depths 2,2,42,4] [--amp] [--with-cp]
 
 The memory planner (tools/analysis_tools/estimate_memory.py) traces one
 training step of the backbone on fake tensors twice: as it is, and with
@@ -53,18 +53,23 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument('--size', type=int, default=1536)
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--window', type=int, default=16)
+    parser.add_argument('--depths', help='blocks per stage, e.g. 2,2,2,2 '
+                        '(default: the preset\'s)')
     parser.add_argument('--amp', action='store_true')
     parser.add_argument('--with-cp', action='store_true')
     args = parser.parse_args(argv)
     from mmswin.models import SwinTransformerV2
     from mmswin.models.layers.attention import WindowAttention
     planner = _planner()
+    arch = dict(SwinTransformerV2.arch_settings[args.arch])
+    if args.depths:
+        arch['depths'] = tuple(int(d) for d in args.depths.split(','))
     shape = (args.batch, 3, args.size, args.size)
     optim = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4))
     traces = {}
     for variant in ('attention', 'no N x N'):
         with torch.device('meta'):
-            model = SwinTransformerV2(arch=args.arch,
+            model = SwinTransformerV2(arch=arch,
                                       window_size=args.window,
                                       with_cp=args.with_cp,
                                       cpu_fast_path=False)
@@ -77,7 +82,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
         finally:
             WindowAttention.forward = forward
     full, rest = traces['attention'], traces['no N x N']
-    print(f'SwinV2-{args.arch} backbone, window {args.window}, '
+    print(f'SwinV2-{args.arch} backbone, depths {arch["depths"]}, '
+          f'window {args.window}, '
           f'{args.batch} x 3 x {args.size} x {args.size}, '
           f'amp={args.amp}, with_cp={args.with_cp}; GiB')
     print(f'{"variant":<12}{"params":>8}{"grads":>8}{"optim":>8}'

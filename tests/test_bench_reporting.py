@@ -306,6 +306,33 @@ def test_deploy_latency_allocators_side_by_side(tmp_path, monkeypatch):
     assert result['side_by_side'] in result['table']
 
 
+def test_deploy_latency_under_a_preloaded_allocator_sets_the_tbb_switch(
+        tmp_path, monkeypatch):
+    """Run plainly under ``LD_PRELOAD`` (one process), deploy_latency.py
+    sets TBB_ENABLE_SANITIZERS before any runtime starts, and labels its
+    rows with the allocator."""
+    import deploy_latency
+    monkeypatch.setenv('LD_PRELOAD', '/somewhere/libjemalloc.so.2')
+    # set, then unset: monkeypatch restores what main() sets
+    monkeypatch.setenv('TBB_ENABLE_SANITIZERS', '0')
+    monkeypatch.delenv('TBB_ENABLE_SANITIZERS')
+    monkeypatch.setitem(deploy_latency.MODELS, 'det', dict(
+        deploy_latency.MODELS['det'], size=(8, 8)))
+    monkeypatch.setattr(deploy_latency, 'prepare', lambda key, cache: (
+        None, None))
+    seen = []
+
+    def fake_paths(wrapper, files, threads, wanted):
+        seen.append(os.environ.get('TBB_ENABLE_SANITIZERS'))
+        return {label: (lambda images: images.sum()) for label in wanted}
+
+    monkeypatch.setattr(deploy_latency, 'paths', fake_paths)
+    result = deploy_latency.main(['--models', 'det', '--quick', *TINY,
+                                  '--out', str(tmp_path / 'out.json')])
+    assert seen == ['1']
+    assert {r['allocator'] for r in result['rows']} == {'jemalloc'}
+
+
 def test_deploy_latency_names_a_missing_allocator(monkeypatch, tmp_path):
     import deploy_latency
     monkeypatch.setattr(deploy_latency, 'LIB_DIRS', (str(tmp_path), ))

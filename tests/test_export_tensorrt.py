@@ -26,18 +26,6 @@ GRAPHS = ['upernet_graph', 'det_features_graph',
           'mask_rcnn_graph', 'cascade_graph', 'faster_rcnn_tool_export']
 
 
-def known_gap(model, problem: str) -> bool:
-    """The one gap known today: the exporter writes the backbone's integer
-    floor division (``i // ws`` in mmswin/models/layers/windows.py) with an
-    Equal on bools, a type TensorRT's Equal does not list."""
-    if not problem.startswith('Equal ') or 'type BOOL' not in problem:
-        return False
-    name = problem.split("'")[1]
-    node = next(n for n in model.graph.node if n.name == name)
-    return any('floor_divide' in p.value for p in node.metadata_props
-               if p.key == 'namespace')
-
-
 def layer_norms_run(module: nn.Module, *inputs) -> int:
     """How many ``nn.LayerNorm`` modules run in one forward (each once in
     the graph; eagerly the CPU fast path may call one twice)."""
@@ -55,8 +43,7 @@ def assert_ready_for_tensorrt(path: str, backbone: nn.Module) -> list:
     """The checks on one file; returns its op types."""
     model = onnx.load(path)
     problems = tensorrt_problems(model)
-    unexpected = [p for p in problems if not known_gap(model, p)]
-    assert not unexpected, f'{SOURCE}:\n' + '\n'.join(unexpected)
+    assert not problems, f'{SOURCE}:\n' + '\n'.join(problems)
     ops = [node.op_type for node in model.graph.node]
     # every LayerNorm the backbone runs is one op, none decomposed
     expected = layer_norms_run(backbone, torch.rand(1, 3, 96, 96))

@@ -99,7 +99,11 @@ def window_position_index(height: int, width: int, window_size: int,
     # The rolled coordinate of token (i, j) is (i - shift) mod padded side.
     i = _wrap(torch.arange(height, device=device) - shift_size, padded_h)
     j = _wrap(torch.arange(width, device=device) - shift_size, padded_w)
-    window = (i // ws)[:, None] * window_cols + (j // ws)[None, :]
+    # i, j >= 0, so truncation is floor division; `//` would export with
+    # an Equal on bools, a type TensorRT's parser lacks.
+    row = torch.div(i, ws, rounding_mode='trunc')
+    col = torch.div(j, ws, rounding_mode='trunc')
+    window = row[:, None] * window_cols + col[None, :]
     inside = (i % ws)[:, None] * ws + (j % ws)[None, :]
     return (window * (ws * ws) + inside).flatten()
 

@@ -228,8 +228,10 @@ def main(argv=None) -> dict:
             print('wrote', write_json('deploy_latency', payload, args.out))
         return payload
     if allocator_label() != 'glibc':
-        # Before OpenVINO starts TBB: see the module docstring.
-        os.environ.setdefault('TBB_ENABLE_SANITIZERS', '1')
+        # Sets TBB_ENABLE_SANITIZERS before OpenVINO starts TBB: see the
+        # module docstring.
+        from mmswin.deploy.runtime import import_openvino
+        import_openvino()
     device = setup(args)
     if device.type != 'cpu':  # make bench --device cuda: nothing to time
         table = 'deploy_latency measures the CPU; skipped on ' + args.device

@@ -1,5 +1,6 @@
-"""OpenVINO's CPU plugin and the alternate signal stack
-(mmswin/deploy/signal_stack.py).
+"""OpenVINO's CPU plugin in the user's process: the alternate signal stack
+(mmswin/deploy/signal_stack.py) and a preloaded allocator
+(mmswin.deploy.runtime.import_openvino).
 
 Two plugin instances that die in the order they were created leave the
 thread's alternate signal stack on unmapped memory; the next Python signal
@@ -47,11 +48,16 @@ print('survived', flush=True)
 '''
 
 
-def run(case: str, tmp_path) -> subprocess.CompletedProcess:
+TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4'
+
+
+def run(case: str, tmp_path, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, 'PYTHONPATH': ROOT, **env}
+    environ.pop('TBB_ENABLE_SANITIZERS', None)
     return subprocess.run(
         [sys.executable, '-X', 'faulthandler', '-c', SCRIPT, case,
          str(tmp_path / 'relu.onnx')], capture_output=True, text=True,
-        timeout=300, cwd=ROOT, env={**os.environ, 'PYTHONPATH': ROOT})
+        timeout=300, cwd=ROOT, env=environ)
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'),
@@ -77,3 +83,17 @@ def test_control_openvino_alone_crashes_on_the_next_signal(tmp_path):
                                                  done.stderr[-2000:])
     assert 'stack kept: False' in done.stdout
     assert 'survived' not in done.stdout
+
+
+@pytest.mark.skipif(not os.path.exists(TCMALLOC),
+                    reason=f'no {TCMALLOC} (Debian: libtcmalloc-minimal4)')
+def test_runners_under_a_preloaded_tcmalloc(tmp_path):
+    """With tcmalloc in LD_PRELOAD and nothing else set, mmswin's runners
+    compile and run (import_openvino sets oneTBB's switch); OpenVINO alone
+    dies at its first compile (hwloc frees tcmalloc's memory with glibc)."""
+    done = run('mmswin', tmp_path, LD_PRELOAD=TCMALLOC)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert 'survived' in done.stdout
+    control = run('openvino', tmp_path, LD_PRELOAD=TCMALLOC)
+    assert control.returncode != 0 and 'stack kept' not in control.stdout, (
+        control.returncode, control.stdout)

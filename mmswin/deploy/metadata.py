@@ -75,7 +75,8 @@ def read_model_file(model_file: str) -> ModelFileInfo:
     if not osp.isfile(model_file):
         raise FileNotFoundError(f'model file not found: {model_file}')
     if model_file.endswith('.xml'):
-        import openvino as ov
+        from .runtime import import_openvino
+        ov = import_openvino()
         model = ov.Core().read_model(model_file)
         outputs = {port.get_any_name(): [
             d.get_length() if d.is_static else None

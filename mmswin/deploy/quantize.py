@@ -101,8 +101,9 @@ def quantize_openvino(model_file: str, feeds: List[Dict[str, np.ndarray]],
             fails on UperNet, whose concatenation joins a symmetric
             (LayerNorm) and asymmetric (upsampled) input under one scale.
     """
+    from .runtime import import_openvino
+    ov = import_openvino()
     import nncf
-    import openvino as ov
     model = ov.Core().read_model(model_file)
     kwargs = dict(preset=nncf.QuantizationPreset(preset))
     if model_type == 'transformer':

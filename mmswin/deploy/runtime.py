@@ -8,6 +8,7 @@ and returns a runner whose inputs and outputs go by name. int8 models
 form (``runner(images)`` -> list of outputs in order) behind the export
 tool's parity table, whose helpers live here too.
 """
+import os
 import os.path as osp
 import re
 import time
@@ -27,11 +28,27 @@ _OV_PRECISION = {'fp32': 'f32', 'bf16': 'bf16'}
 _BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
 
 
+def import_openvino():
+    """``import openvino``, made safe under a preloaded allocator.
+
+    With tcmalloc or jemalloc in ``LD_PRELOAD`` (PyTorch's CPU guide
+    recommends either) OpenVINO's first compile dies: its oneTBB loads
+    hwloc with ``RTLD_DEEPBIND``, so hwloc frees the preloaded allocator's
+    memory with glibc's ``free``. oneTBB's ``TBB_ENABLE_SANITIZERS=1``
+    drops the deep binding; it is set (unless set already) before TBB
+    starts.
+    """
+    if re.search(r'tcmalloc|jemalloc', os.environ.get('LD_PRELOAD', '')):
+        os.environ.setdefault('TBB_ENABLE_SANITIZERS', '1')
+    import openvino
+    return openvino
+
+
 def _openvino_capabilities() -> Optional[List[str]]:
     """OpenVINO CPU plugin's ``OPTIMIZATION_CAPABILITIES`` (e.g. ``FP32``,
     ``BF16``, ``INT8``), None without OpenVINO."""
     try:
-        import openvino as ov
+        ov = import_openvino()
     except ImportError:
         return None
     with keep_signal_stack():  # the query loads the CPU plugin
@@ -142,7 +159,7 @@ class _OpenVinoNamedRunner(Runner):
 
     def __init__(self, model_file: str, precision: str = 'fp32',
                  threads: int = 0) -> None:
-        import openvino as ov
+        ov = import_openvino()
         super().__init__(model_file, precision)
         # Always pinned: the CPU plugin would otherwise pick bf16 by itself
         # on some processors (those with AMX).

@@ -25,21 +25,26 @@ import pytest
 import torch
 from helpers import ROOT, TOY_DET_CONFIG, TOY_SEG_CONFIG
 
-DET_OVERRIDES = """
+# The toys' two Swin stages (also trained in tests/test_deploy_accuracy.py)
+DET_MODEL = """
 model = dict(
     backbone=dict(depths=(1, 1), strides=(4, 2), num_heads=(1, 2),
                   out_indices=(0, 1)),
     neck=dict(in_channels=[32, 64]))
-test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
-                       dataset=dict(data_root='{root}/'))
-test_evaluator = dict(ann_file='{root}/annotations/val.json')
 """
-SEG_OVERRIDES = """
+SEG_MODEL = """
 model = dict(
     backbone=dict(depths=(1, 2), strides=(4, 2), num_heads=(1, 2),
                   out_indices=(0, 1)),
     decode_head=dict(in_channels=[32, 64], in_index=[0, 1]),
     auxiliary_head=dict(in_channels=64, in_index=1))
+"""
+DET_OVERRIDES = DET_MODEL + """
+test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root='{root}/'))
+test_evaluator = dict(ann_file='{root}/annotations/val.json')
+"""
+SEG_OVERRIDES = SEG_MODEL + """
 test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
                        dataset=dict(data_root='{root}'))
 """

@@ -22,7 +22,7 @@ import sys
 from typing import Dict, NamedTuple
 
 import pytest
-from deploy_fixtures import _export, _write_config
+from deploy_fixtures import DET_MODEL, SEG_MODEL, _export, _write_config
 from helpers import TOY_DET_CONFIG, TOY_SEG_CONFIG, load_tool, run_tool_ok
 
 pytest.importorskip('onnxruntime')
@@ -47,11 +47,7 @@ optim_wrapper = dict(optimizer=dict(lr=2e-3))
 randomness = dict(seed=0)
 """
 LOADER = "num_workers=0, persistent_workers=False, batch_size=4"
-DET_OVERRIDES = """
-model = dict(
-    backbone=dict(depths=(1, 1), strides=(4, 2), num_heads=(1, 2),
-                  out_indices=(0, 1)),
-    neck=dict(in_channels=[32, 64]))
+DET_OVERRIDES = DET_MODEL + """
 _sizes = dict(Resize=dict(scale=(128, 128)))
 train_pipeline = [dict(t, **_sizes.get(t['type'], dict()))
                   for t in _base_.train_pipeline]
@@ -70,12 +66,7 @@ train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs + 1)
 default_hooks = dict(logger=dict(interval=16),
                      checkpoint=dict(interval=max_epochs))
 """.replace('LOADER', LOADER) + COMMON
-SEG_OVERRIDES = """
-model = dict(
-    backbone=dict(depths=(1, 2), strides=(4, 2), num_heads=(1, 2),
-                  out_indices=(0, 1)),
-    decode_head=dict(in_channels=[32, 64], in_index=[0, 1]),
-    auxiliary_head=dict(in_channels=64, in_index=1))
+SEG_OVERRIDES = SEG_MODEL + """
 train_dataloader = dict(LOADER, dataset=dict(data_root='{root}'))
 val_dataloader = dict(LOADER, dataset=dict(data_root='{root}'))
 test_dataloader = val_dataloader

@@ -7,12 +7,15 @@ each evaluated by ``tools/test.py CONFIG MODEL --backend openvino
 The random-weight toys of tests/deploy_fixtures.py cannot check this bound:
 their scores, mask probabilities and class margins sit next to each other,
 so any rounding reorders them (docs/en/user_guides/deploy.md, "Accuracy").
-So here each toy (two Swin stages, 128-pixel images) is trained first with
+So here each toy (two Swin stages, 128-pixel inputs) is trained first with
 ``tools/train.py`` in a subprocess (seeded, one thread: the same weights on
 every run), until it has real margins (bbox mAP > 30, mIoU > 40 on its val
 set; the tests check that too), then exported as the other deployment tests
 export. int8 is calibrated on training images, not on the images it is
-scored on.
+scored on. Real ground truth, not the other tests' pseudo ground truth: the
+bound is on the dataset's metrics, which a trained toy scores meaningfully
+(measured: 56.1 bbox / 70.6 segm mAP, 84.47 mIoU), and every change in its
+boxes, masks or pixels that matters to them shows.
 
 The bound can fail: the control calibrates the int8 model on noise instead
 of the dataset's images, and it loses more than a point.

@@ -104,8 +104,15 @@ def test_api_reference_lists_every_deploy_module(site):
 
 def test_readme_links_reach_pages_and_headings(site):
     with open(osp.join(ROOT, 'README.md'), encoding='utf-8') as f:
-        links = re.findall(r'\]\(([^)\s]+)\)', f.read())
-    local = [link for link in links if '://' not in link]
+        readme = f.read()
+    links = re.findall(r'\]\(([^)\s]+)\)', readme)
+    # Links within the README go to its own headings (GitHub's slugs).
+    slugs = {re.sub(r'[^\w\- ]', '', h.strip().lower()).replace(' ', '-')
+             for h in re.findall(r'^#+ (.+)$', readme, re.M)}
+    inside = [link[1:] for link in links if link.startswith('#')]
+    assert set(inside) <= slugs, f'no README heading {set(inside) - slugs}'
+    local = [link for link in links
+             if '://' not in link and not link.startswith('#')]
     linked = {osp.relpath(osp.join(ROOT, link.partition('#')[0]), DOCS)
               for link in local}
     unreachable = set(nav_pages(read_config()['nav'])) - linked

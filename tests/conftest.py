@@ -27,12 +27,19 @@ from export_graphs import (  # noqa: E402,F401
 from helpers import load_tool  # noqa: E402
 
 # Deterministic, small-thread runs: CI has two cores.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+THREADS = min(2, os.cpu_count() or 1)
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+    yield
+    # A tool or benchmark run in-process (`--threads 1`) must not leave
+    # its thread count to the tests after it: the resume tests compare
+    # in-process training with child processes to 1e-6, and 1 vs 2
+    # threads changes the reductions by ~1e-5.
+    torch.set_num_threads(THREADS)
 
 
 # -- device: `pytest --device cuda` (or MMSWIN_TEST_DEVICE=cuda) --------------

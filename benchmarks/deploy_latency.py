@@ -27,6 +27,7 @@ such runs, with a 4096^3 matmul timed alongside (``--matmul-size``).
 ``benchmarks/results/deploy_latency.json`` (with the table).
 """
 import argparse
+import gc
 import glob
 import os
 import os.path as osp
@@ -65,6 +66,7 @@ ALLOCATOR_LIBS = {'tcmalloc': ('libtcmalloc_minimal.so.4',
                   'jemalloc': ('libjemalloc.so.2', )}
 LIB_DIRS = ('/usr/lib/*-linux-gnu', '/usr/lib64', '/usr/lib',
             '/usr/local/lib')
+BASELINE = PATHS[0]  # every ratio is to it
 
 
 def allocator_label() -> str:
@@ -155,6 +157,17 @@ def paths(wrapper, files, threads: int,
     return runs
 
 
+def path_groups(wanted: Sequence[str], batch: int) -> List[List[str]]:
+    """The paths timed together. At batch 1 all of them, interleaved; at
+    larger batches each path with the PyTorch fp32 baseline alone (its
+    ratio from that pair), its runtime freed before the next: the seven
+    runtimes' buffers at 4x3x800x1344 together outgrow a 24 GiB machine."""
+    if batch == 1:
+        return [list(wanted)]
+    others = [p for p in wanted if p != BASELINE]
+    return [[BASELINE, p] for p in others] or [[BASELINE]]
+
+
 def side_by_side(rows: Sequence[dict], allocators: Sequence[str]) -> str:
     """One line per (model, input, path) with each allocator's median
     seconds (min-max over the runs) and the speed-up of each over the
@@ -210,8 +223,8 @@ def main(argv=None) -> dict:
                         help='side of the reference matmul timed alongside '
                         '(0: none)')
     args = add_common_args(parser, repeats=3).parse_args(argv)
-    if 'PyTorch eager fp32' not in args.paths:
-        args.paths = ['PyTorch eager fp32', *args.paths]  # the baseline
+    if BASELINE not in args.paths:
+        args.paths = [BASELINE, *args.paths]
     if args.allocators or args.runs > 1:
         allocators = args.allocators or [args.allocator or allocator_label()]
         variants = ([allocator_env(a) for a in args.allocators]
@@ -248,30 +261,38 @@ def main(argv=None) -> dict:
     for key in args.models:
         spec = MODELS[key]
         wrapper, files = prepare(key, args.cache)
-        runs = paths(wrapper, files, args.threads, args.paths)
         for batch in batches:
             images = np.random.default_rng(1).uniform(
                 0, 255, (batch, 3, *spec['size'])).astype(np.float32)
-            timed = {label: (lambda fn=fn, x=images: fn(x))
-                     for label, fn in runs.items()}
-            if args.matmul_size:
-                mm, mm_flops = matmul_fn(device, args.matmul_size)
-                timed[f'matmul {args.matmul_size}^3'] = mm
-            times = time_interleaved(timed, device, args.repeats,
-                                     args.warmup)
-            base = summarize(times['PyTorch eager fp32'])['median_s']
-            for label, t in times.items():
-                stats = summarize(t)
-                is_mm = label.startswith('matmul')
-                rows.append(dict(
-                    model=spec['name'], batch=batch, path=label,
-                    input=f'{batch}x3x{spec["size"][0]}x{spec["size"][1]}',
-                    allocator=allocator, **stats, max_s=max(t['wall']),
-                    x_pytorch_fp32=None if is_mm else base / stats['median_s'],
-                    gflops_per_s=mm_flops / stats['median_s'] / 1e9 if is_mm
-                    else None))
-            print(format_table(headers, [_cells(r) for r in
-                                         rows[-len(times):]]), flush=True)
+            first = len(rows)
+            for index, group in enumerate(path_groups(args.paths, batch)):
+                runs = paths(wrapper, files, args.threads, group)
+                timed = {label: (lambda fn=fn, x=images: fn(x))
+                         for label, fn in runs.items()}
+                if args.matmul_size:
+                    mm, mm_flops = matmul_fn(device, args.matmul_size)
+                    timed[f'matmul {args.matmul_size}^3'] = mm
+                times = time_interleaved(timed, device, args.repeats,
+                                         args.warmup)
+                del runs, timed  # free this group's runtimes and buffers
+                gc.collect()
+                base = summarize(times[BASELINE])['median_s']
+                for label, t in times.items():
+                    if index and label in (
+                            BASELINE, f'matmul {args.matmul_size}^3'):
+                        continue  # shown once per batch
+                    stats = summarize(t)
+                    is_mm = label.startswith('matmul')
+                    rows.append(dict(
+                        model=spec['name'], batch=batch, path=label,
+                        input=f'{batch}x3x{spec["size"][0]}x'
+                        f'{spec["size"][1]}', allocator=allocator, **stats,
+                        max_s=max(t['wall']), x_pytorch_fp32=None if is_mm
+                        else base / stats['median_s'],
+                        gflops_per_s=mm_flops / stats['median_s'] / 1e9
+                        if is_mm else None))
+            print(format_table(headers, [_cells(r) for r in rows[first:]]),
+                  flush=True)
     table = format_table(headers, [_cells(r) for r in rows])
     payload = dict(benchmark='deploy_latency', machine=machine(device),
                    args=vars(args), allocator=allocator, rows=rows,

@@ -426,3 +426,34 @@ def test_remeasure_script_runs_each_step_with_three_runs(write_json, tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2
     assert "usage: " in bad.stderr and "got 'everything'" in bad.stderr
+
+
+def test_deploy_latency_times_larger_batches_path_by_path(tmp_path,
+                                                           monkeypatch):
+    """Batch 1: every path in one interleaved group. Batch 2 and up: each
+    path against the PyTorch fp32 baseline alone, its runtime released
+    before the next (all seven at 4x3x800x1344 outgrew 24 GiB); the
+    baseline and the matmul appear once per batch, every path once."""
+    import deploy_latency
+    monkeypatch.setitem(deploy_latency.MODELS, 'det', dict(
+        deploy_latency.MODELS['det'], size=(8, 8)))
+    monkeypatch.setattr(deploy_latency, 'prepare', lambda key, cache: (
+        None, None))
+    groups = []
+
+    def fake_paths(wrapper, files, threads, wanted):
+        groups.append(list(wanted))
+        return {label: (lambda images: images.sum()) for label in wanted}
+
+    monkeypatch.setattr(deploy_latency, 'paths', fake_paths)
+    wanted = ['OpenVINO bf16', 'OpenVINO int8']
+    result = deploy_latency.main(
+        ['--models', 'det', '--batches', '1', '2', '--paths', *wanted,
+         *TINY, '--out', str(tmp_path / 'out.json')])
+    base = deploy_latency.BASELINE
+    assert groups == [[base, *wanted], [base, wanted[0]], [base, wanted[1]]]
+    for batch in (1, 2):
+        labels = [r['path'] for r in result['rows'] if r['batch'] == batch]
+        assert sorted(labels) == sorted([base, *wanted, 'matmul 32^3'])
+        assert all(r['x_pytorch_fp32'] > 0 for r in result['rows']
+                   if r['batch'] == batch and r['path'] in wanted)

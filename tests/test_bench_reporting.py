@@ -264,27 +264,36 @@ def test_runs_of_each_benchmark(script, argv, keys, ratio, tmp_path,
     assert json.loads(out.read_text())['table'] == result['table']
 
 
+def stub_deploy_latency(monkeypatch, record):
+    """deploy_latency on an 8x8 detector input with stand-in runtimes:
+    nothing exported; ``paths`` calls ``record(wanted)`` and returns
+    functions that sum the images."""
+    import deploy_latency
+    monkeypatch.setitem(deploy_latency.MODELS, 'det', dict(
+        deploy_latency.MODELS['det'], size=(8, 8)))
+    monkeypatch.setattr(deploy_latency, 'prepare', lambda key, cache: (
+        None, None))
+
+    def fake_paths(wrapper, files, threads, wanted):
+        record(list(wanted))
+        return {label: (lambda images: images.sum()) for label in wanted}
+
+    monkeypatch.setattr(deploy_latency, 'paths', fake_paths)
+    return deploy_latency
+
+
 def test_deploy_latency_allocators_side_by_side(tmp_path, monkeypatch):
     """``--allocators glibc tcmalloc --runs 2``: each run one process per
     allocator, with the library in LD_PRELOAD and TBB_ENABLE_SANITIZERS
     (glibc: no LD_PRELOAD), every row labelled with its allocator, and one
     table with the allocators side by side. The runtimes are stand-ins."""
-    import deploy_latency
+    seen = []
+    deploy_latency = stub_deploy_latency(monkeypatch, lambda wanted: (
+        seen.append((os.environ.get('LD_PRELOAD'),
+                     os.environ.get('TBB_ENABLE_SANITIZERS'), wanted))))
     lib = tmp_path / 'libtcmalloc_minimal.so.4'
     lib.write_text('')
     monkeypatch.setattr(deploy_latency, 'LIB_DIRS', (str(tmp_path), ))
-    monkeypatch.setitem(deploy_latency.MODELS, 'det', dict(
-        deploy_latency.MODELS['det'], size=(8, 8)))
-    monkeypatch.setattr(deploy_latency, 'prepare', lambda key, cache: (
-        None, None))
-    seen = []
-
-    def fake_paths(wrapper, files, threads, wanted):
-        seen.append((os.environ.get('LD_PRELOAD'),
-                     os.environ.get('TBB_ENABLE_SANITIZERS'), list(wanted)))
-        return {label: (lambda images: images.sum()) for label in wanted}
-
-    monkeypatch.setattr(deploy_latency, 'paths', fake_paths)
     monkeypatch.setenv('BENCH_TMP', str(tmp_path))
     monkeypatch.delenv('LD_PRELOAD', raising=False)
     monkeypatch.delenv('TBB_ENABLE_SANITIZERS', raising=False)
@@ -311,22 +320,13 @@ def test_deploy_latency_under_a_preloaded_allocator_sets_the_tbb_switch(
     """Run plainly under ``LD_PRELOAD`` (one process), deploy_latency.py
     sets TBB_ENABLE_SANITIZERS before any runtime starts, and labels its
     rows with the allocator."""
-    import deploy_latency
+    seen = []
+    deploy_latency = stub_deploy_latency(monkeypatch, lambda wanted: (
+        seen.append(os.environ.get('TBB_ENABLE_SANITIZERS'))))
     monkeypatch.setenv('LD_PRELOAD', '/somewhere/libjemalloc.so.2')
     # set, then unset: monkeypatch restores what main() sets
     monkeypatch.setenv('TBB_ENABLE_SANITIZERS', '0')
     monkeypatch.delenv('TBB_ENABLE_SANITIZERS')
-    monkeypatch.setitem(deploy_latency.MODELS, 'det', dict(
-        deploy_latency.MODELS['det'], size=(8, 8)))
-    monkeypatch.setattr(deploy_latency, 'prepare', lambda key, cache: (
-        None, None))
-    seen = []
-
-    def fake_paths(wrapper, files, threads, wanted):
-        seen.append(os.environ.get('TBB_ENABLE_SANITIZERS'))
-        return {label: (lambda images: images.sum()) for label in wanted}
-
-    monkeypatch.setattr(deploy_latency, 'paths', fake_paths)
     result = deploy_latency.main(['--models', 'det', '--quick', *TINY,
                                   '--out', str(tmp_path / 'out.json')])
     assert seen == ['1']
@@ -434,18 +434,8 @@ def test_deploy_latency_times_larger_batches_path_by_path(tmp_path,
     path against the PyTorch fp32 baseline alone, its runtime released
     before the next (all seven at 4x3x800x1344 outgrew 24 GiB); the
     baseline and the matmul appear once per batch, every path once."""
-    import deploy_latency
-    monkeypatch.setitem(deploy_latency.MODELS, 'det', dict(
-        deploy_latency.MODELS['det'], size=(8, 8)))
-    monkeypatch.setattr(deploy_latency, 'prepare', lambda key, cache: (
-        None, None))
     groups = []
-
-    def fake_paths(wrapper, files, threads, wanted):
-        groups.append(list(wanted))
-        return {label: (lambda images: images.sum()) for label in wanted}
-
-    monkeypatch.setattr(deploy_latency, 'paths', fake_paths)
+    deploy_latency = stub_deploy_latency(monkeypatch, groups.append)
     wanted = ['OpenVINO bf16', 'OpenVINO int8']
     result = deploy_latency.main(
         ['--models', 'det', '--batches', '1', '2', '--paths', *wanted,

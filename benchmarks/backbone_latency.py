@@ -28,6 +28,7 @@ from backbones import (
 )
 from common import (
     add_common_args,
+    add_matmul_arg,
     autocast,
     dtype_names,
     format_table,
@@ -37,10 +38,9 @@ from common import (
     setup,
     size_name,
     summarize,
-    time_interleaved,
+    time_with_matmul,
     write_json,
 )
-from flops_efficiency import matmul_fn
 
 SIZES = ['1x3x800x1344', '2x3x512x512', '8x3x224x224', '1x3x1600x2688']
 
@@ -54,20 +54,18 @@ def latency_rows(models: Dict[str, torch.nn.Module], size: tuple,
     with torch.inference_mode(), autocast(device, dtype_name):
         outs = {name: fn(x) for name, fn in fns.items()}
         reference = outs.get(BASELINE)
-        timed = {name: (lambda fn=fn: fn(x)) for name, fn in fns.items()}
-        if args.matmul_size:
-            mm, mm_flops = matmul_fn(device, args.matmul_size)
-            timed[f'matmul {args.matmul_size}^3'] = mm
-        times = time_interleaved(timed, device, args.repeats, args.warmup)
+        times, matmul = time_with_matmul(
+            {name: (lambda fn=fn: fn(x)) for name, fn in fns.items()},
+            device, args)
     base = summarize(times[BASELINE])['median_s'] if BASELINE in times \
         else None
     rows = []
     for name, runs in times.items():
         stats = summarize(runs)
-        if name.startswith('matmul'):
+        if matmul and name == matmul[0]:
             rows.append(dict(impl=name, size=size_name(size),
                              dtype=dtype_name, **stats,
-                             gflops_per_s=mm_flops / stats['median_s'] / 1e9,
+                             gflops_per_s=matmul[1] / stats['median_s'] / 1e9,
                              speedup_vs_mmdet=None,
                              max_abs_diff_vs_mmdet=None))
             continue
@@ -100,9 +98,7 @@ def main(argv=None) -> dict:
                         help='input sizes BxCxHxW')
     parser.add_argument('--impls', nargs='+', default=list(IMPLEMENTATIONS),
                         choices=IMPLEMENTATIONS)
-    parser.add_argument('--matmul-size', type=int, default=4096,
-                        help='side of the reference matmul timed alongside '
-                        '(0: none)')
+    add_matmul_arg(parser)
     args = add_common_args(parser).parse_args(argv)
     if args.runs > 1:
         return report_runs('backbone_latency', __file__,

@@ -135,6 +135,37 @@ def time_interleaved(fns: Dict[str, Callable[[], object]],
     return times
 
 
+def matmul_fn(device: torch.device, side: int):
+    """A ``side``-cubed matmul (the practical peak) and its FLOPs."""
+    a = torch.randn(side, side, device=device)
+    b = torch.randn(side, side, device=device)
+    return (lambda: torch.mm(a, b)), 2 * side**3
+
+
+def add_matmul_arg(parser: argparse.ArgumentParser) -> None:
+    """``--matmul-size``: the reference matmul of
+    :func:`time_with_matmul`."""
+    parser.add_argument('--matmul-size', type=int, default=4096,
+                        help='side of the reference matmul timed alongside '
+                        '(0: none)')
+
+
+def time_with_matmul(fns: Dict[str, Callable[[], object]],
+                     device: torch.device, args: argparse.Namespace
+                     ) -> Tuple[Dict[str, Dict[str, List[float]]],
+                                Optional[Tuple[str, int]]]:
+    """:func:`time_interleaved` of ``fns`` and, unless ``--matmul-size``
+    is 0, a ``side``-cubed matmul in the same repeats (its GFLOP/s is the
+    machine's speed at the time). Returns the times and the matmul's
+    ``(label, FLOPs)``, or None without it."""
+    timed, matmul = dict(fns), None
+    if args.matmul_size:
+        fn, flops = matmul_fn(device, args.matmul_size)
+        matmul = (f'matmul {args.matmul_size}^3', flops)
+        timed[matmul[0]] = fn
+    return time_interleaved(timed, device, args.repeats, args.warmup), matmul
+
+
 def summarize(times: Dict[str, Sequence[float]]) -> Dict[str, float]:
     """Median, min and spread ((max - min) / median) of the wall-clock
     repeats, and the median CPU time."""

@@ -29,6 +29,7 @@ from common import (
     dtype_names,
     format_table,
     machine,
+    matmul_fn,
     parse_size,
     report_runs,
     setup,
@@ -38,7 +39,7 @@ from common import (
     time_interleaved,
     write_json,
 )
-from flops_efficiency import count_flops, matmul_fn
+from flops_efficiency import count_flops
 
 SIZES = ['1x3x800x1344']
 EAGER = ('mmswin-sdpa', 'mmdet')

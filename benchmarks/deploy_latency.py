@@ -38,15 +38,15 @@ import numpy as np
 import torch
 from common import (
     add_common_args,
+    add_matmul_arg,
     format_table,
     machine,
     report_runs,
     setup,
     summarize,
-    time_interleaved,
+    time_with_matmul,
     write_json,
 )
-from flops_efficiency import matmul_fn
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 MODELS = {
@@ -219,9 +219,7 @@ def main(argv=None) -> dict:
                         choices=['glibc', *ALLOCATOR_LIBS],
                         help='measure each allocator in its own processes '
                         '(LD_PRELOAD), side by side')
-    parser.add_argument('--matmul-size', type=int, default=4096,
-                        help='side of the reference matmul timed alongside '
-                        '(0: none)')
+    add_matmul_arg(parser)
     args = add_common_args(parser, repeats=3).parse_args(argv)
     if BASELINE not in args.paths:
         args.paths = [BASELINE, *args.paths]
@@ -267,29 +265,24 @@ def main(argv=None) -> dict:
             first = len(rows)
             for index, group in enumerate(path_groups(args.paths, batch)):
                 runs = paths(wrapper, files, args.threads, group)
-                timed = {label: (lambda fn=fn, x=images: fn(x))
-                         for label, fn in runs.items()}
-                if args.matmul_size:
-                    mm, mm_flops = matmul_fn(device, args.matmul_size)
-                    timed[f'matmul {args.matmul_size}^3'] = mm
-                times = time_interleaved(timed, device, args.repeats,
-                                         args.warmup)
-                del runs, timed  # free this group's runtimes and buffers
+                times, matmul = time_with_matmul(
+                    {label: (lambda fn=fn, x=images: fn(x))
+                     for label, fn in runs.items()}, device, args)
+                del runs  # free this group's runtimes and buffers
                 gc.collect()
                 base = summarize(times[BASELINE])['median_s']
                 for label, t in times.items():
-                    if index and label in (
-                            BASELINE, f'matmul {args.matmul_size}^3'):
+                    is_mm = bool(matmul) and label == matmul[0]
+                    if index and (is_mm or label == BASELINE):
                         continue  # shown once per batch
                     stats = summarize(t)
-                    is_mm = label.startswith('matmul')
                     rows.append(dict(
                         model=spec['name'], batch=batch, path=label,
                         input=f'{batch}x3x{spec["size"][0]}x'
                         f'{spec["size"][1]}', allocator=allocator, **stats,
                         max_s=max(t['wall']), x_pytorch_fp32=None if is_mm
                         else base / stats['median_s'],
-                        gflops_per_s=mm_flops / stats['median_s'] / 1e9
+                        gflops_per_s=matmul[1] / stats['median_s'] / 1e9
                         if is_mm else None))
             print(format_table(headers, [_cells(r) for r in rows[first:]]),
                   flush=True)

@@ -25,6 +25,7 @@ from common import (
     dtype_names,
     format_table,
     machine,
+    matmul_fn,
     parse_size,
     report_runs,
     setup,
@@ -43,13 +44,6 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         model(x)
     return counter.get_total_flops()
-
-
-def matmul_fn(device: torch.device, side: int):
-    """A ``side``-cubed matmul (the practical peak) and its FLOPs."""
-    a = torch.randn(side, side, device=device)
-    b = torch.randn(side, side, device=device)
-    return (lambda: torch.mm(a, b)), 2 * side**3
 
 
 def main(argv=None) -> dict:

@@ -21,6 +21,7 @@ import torch
 from backbones import build_backbones
 from common import (
     add_common_args,
+    add_matmul_arg,
     autocast,
     dtype_names,
     format_table,
@@ -31,10 +32,9 @@ from common import (
     setup,
     size_name,
     summarize,
-    time_interleaved,
+    time_with_matmul,
     write_json,
 )
-from flops_efficiency import matmul_fn
 
 SIZES = ['1x3x800x1344', '2x3x512x512']
 IMPLS = ('mmswin-sdpa', 'mmdet')
@@ -62,9 +62,7 @@ def main(argv=None) -> dict:
     parser.add_argument('--impls', nargs='+', default=list(IMPLS),
                         choices=['mmswin-sdpa', 'mmswin-math',
                                  'mmswin-plain', 'mmdet'])
-    parser.add_argument('--matmul-size', type=int, default=4096,
-                        help='side of the reference matmul timed alongside '
-                        '(0: none)')
+    add_matmul_arg(parser)
     args = add_common_args(parser).parse_args(argv)
     if args.runs > 1:
         return report_runs('train_step', __file__, argv, args,
@@ -83,12 +81,7 @@ def main(argv=None) -> dict:
             x = torch.randn(*size, device=device)
             steps = {name: train_step_fn(model, x, device, dtype_name)
                      for name, model in models.items()}
-            timed = dict(steps)
-            if args.matmul_size:
-                mm, mm_flops = matmul_fn(device, args.matmul_size)
-                timed[f'matmul {args.matmul_size}^3'] = mm
-            times = time_interleaved(timed, device, args.repeats,
-                                     args.warmup)
+            times, matmul = time_with_matmul(steps, device, args)
             base = summarize(times['mmdet'])['median_s'] if 'mmdet' in \
                 times else None
             base_mem = None
@@ -105,13 +98,13 @@ def main(argv=None) -> dict:
             for row in rows[-len(steps):]:
                 row['memory_vs_mmdet'] = (row['peak_mib'] * 2**20 / base_mem
                                           if base_mem else None)
-            if args.matmul_size:
-                stats = summarize(times[f'matmul {args.matmul_size}^3'])
+            if matmul:
+                stats = summarize(times[matmul[0]])
                 rows.append(dict(
-                    impl=f'matmul {args.matmul_size}^3', size=size_name(size),
+                    impl=matmul[0], size=size_name(size),
                     dtype=dtype_name, **stats, peak_mib=None,
                     speedup_vs_mmdet=None, memory_vs_mmdet=None,
-                    gflops_per_s=mm_flops / stats['median_s'] / 1e9))
+                    gflops_per_s=matmul[1] / stats['median_s'] / 1e9))
             print(f'done {size_name(size)} {dtype_name}', file=sys.stderr)
     table = format_table(
         ['size', 'dtype', 'impl', 'median s', 'speed-up vs mmdet', 'spread',

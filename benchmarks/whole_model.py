@@ -23,6 +23,7 @@ from typing import Dict, List
 import torch
 from common import (
     add_common_args,
+    add_matmul_arg,
     autocast,
     dtype_names,
     format_table,
@@ -30,10 +31,9 @@ from common import (
     report_runs,
     setup,
     summarize,
-    time_interleaved,
+    time_with_matmul,
     write_json,
 )
-from flops_efficiency import matmul_fn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -112,9 +112,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--models', nargs='+', default=list(PAIRS),
                         choices=list(PAIRS))
-    parser.add_argument('--matmul-size', type=int, default=4096,
-                        help='side of the reference matmul timed alongside '
-                        '(0: none)')
+    add_matmul_arg(parser)
     args = add_common_args(parser).parse_args(argv)
     if args.runs > 1:
         return report_runs('whole_model', __file__, argv, args, ['speedup'],
@@ -138,21 +136,18 @@ def main(argv=None) -> dict:
                 with torch.no_grad(), autocast(device, dtype_name):
                     return model.test_step(batch)
 
-            timed = {name: (lambda m=m: run(m)) for name, m in models.items()}
-            if args.matmul_size:
-                mm, mm_flops = matmul_fn(device, args.matmul_size)
-                timed[f'matmul {args.matmul_size}^3'] = mm
-            times = time_interleaved(timed, device, args.repeats,
-                                     args.warmup)
+            times, matmul = time_with_matmul(
+                {name: (lambda m=m: run(m)) for name, m in models.items()},
+                device, args)
             base = summarize(times[f"{pair['scope']} config"])['median_s']
             for name, runs in times.items():
                 stats = summarize(runs)
-                is_mm = name.startswith('matmul')
+                is_mm = bool(matmul) and name == matmul[0]
                 rows.append(dict(
                     model=title, config=name, dtype=dtype_name, **stats,
                     seconds_per_image=None if is_mm else stats['median_s'],
                     speedup=None if is_mm else base / stats['median_s'],
-                    gflops_per_s=mm_flops / stats['median_s'] / 1e9 if is_mm
+                    gflops_per_s=matmul[1] / stats['median_s'] / 1e9 if is_mm
                     else None))
             print(f'done {title} {dtype_name}', file=sys.stderr)
     table = format_table(

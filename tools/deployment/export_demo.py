@@ -25,7 +25,6 @@ differ by more than 1e-3 px or detections or labels differ.
 """
 import argparse
 import copy
-import json
 import os
 import os.path as osp
 import subprocess
@@ -61,10 +60,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='int8 calibration images')
     parser.add_argument('--repeats', type=int, default=10,
                         help='latency: median of this many calls')
-    # internal: one task per process (see main)
-    parser.add_argument('--task', choices=('detection', 'segmentation'),
-                        help=argparse.SUPPRESS)
-    parser.add_argument('--rows-out', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -275,27 +270,13 @@ def task_rows(args, task: str) -> Tuple[List[Dict], bool]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if args.task:
-        rows, ok = task_rows(args, args.task)
-        with open(args.rows_out, 'w') as f:
-            json.dump(dict(rows=rows, ok=ok), f, default=float)
-        return 0
-    # Each task runs in a process of its own: OpenVINO, ONNX Runtime and
-    # mmengine's runners of both tasks in one process crashed (SIGSEGV)
-    # after the detector's rows, though each task alone ran cleanly.
-    os.makedirs(args.out, exist_ok=True)
+    # Both tasks in one process: this crashed with SIGSEGV before mmswin
+    # kept the signal stack across OpenVINO's plugins (deploy/signal_stack).
     rows, ok = [], True
-    argv = sys.argv[1:] if argv is None else list(argv)
     for task in TASKS:
-        rows_out = osp.join(args.out, f'{task}_rows.json')
-        done = subprocess.run([sys.executable, osp.abspath(__file__), *argv,
-                               '--task', task, '--rows-out', rows_out])
-        if done.returncode != 0:
-            fail(f'the {task} part ended with status {done.returncode}')
-        with open(rows_out) as f:
-            result = json.load(f)
-        rows += result['rows']
-        ok = ok and result['ok']
+        task_result, task_ok = task_rows(args, task)
+        rows += task_result
+        ok = ok and task_ok
     print_table(rows)
     return 0 if ok else 1
 
